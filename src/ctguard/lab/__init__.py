@@ -1,0 +1,1 @@
+"""The lab: network-namespace testbeds, table fillers, and a real Ceph cluster in namespaces."""
