@@ -1,0 +1,320 @@
+"""Where the conntrack gates of an OSD host are read from: the local kernel (a namespace), a host's
+`ctguard exporter` /metrics, or a Prometheus server's HTTP API.
+
+A `Reading` is one sample: entries, limit, cumulative drop counter and, when the source can tell, the entries
+each local OSD holds (that is what a restart of that OSD throws away and makes again). Only the local kernel
+can free expired-but-counted entries (a netlink dump does it as a side effect: ctnetlink_dump_table() evicts
+the expired entries it walks, net/netfilter/nf_conntrack_netlink.c) and purge closing-state entries; the
+remote sources report what the host's exporter saw, so their `live()` is just `read()`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import os
+import re
+import socket
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ctguard.errors import CannotRead
+from ctguard.kernel import netns as _netns
+
+ENTRIES = "ctguard_conntrack_entries"
+LIMIT = "ctguard_conntrack_limit"
+DROPS = "ctguard_conntrack_drop_total"
+CLOSING_STATES = ("TIME_WAIT", "CLOSE")
+
+
+@dataclass(frozen=True)
+class Reading:
+    host: str
+    entries: int
+    limit: int
+    drops: int
+    source: str
+    ts: float
+    daemon_entries: dict[int, int] = field(default_factory=dict)  # osd id -> entries it holds
+    osd_role_entries: int | None = None  # entries on Ceph OSD ports (all local OSDs together)
+    expired_freed: int = 0
+
+    @property
+    def free(self) -> int:
+        return self.limit - self.entries
+
+    def as_json(self) -> dict[str, Any]:
+        return {"host": self.host, "entries": self.entries, "limit": self.limit, "free": self.free,
+                "drops": self.drops, "source": self.source, "expired_freed": self.expired_freed}
+
+
+@dataclass(frozen=True)
+class PurgeInfo:
+    deleted: int
+    count_before: int
+    count_after: int
+    seconds: float
+
+
+class GateSource(Protocol):
+    def read(self, host: str) -> Reading:
+        """A cheap sample (count, limit, drops): polled at a few Hz while waiting."""
+        ...
+
+    def live(self, host: str, osd_ids: Sequence[int]) -> Reading:
+        """A reading on live entries (expired ones freed first where possible) with per-OSD entries."""
+        ...
+
+    def purge(self, host: str) -> PurgeInfo | None:
+        """Delete closing-state entries (TIME_WAIT, CLOSE) as the kernel's GC would under pressure; None when
+        this source cannot (remote)."""
+        ...
+
+
+# --------------------------------------------------------------------------------------------------------------
+# local kernel
+
+
+def osd_id_of_cmdline(argv: Sequence[str]) -> int | None:
+    """`ceph-osd … -i N` / `--id N` / `--id=N` -> N (systemd units run `ceph-osd -f --cluster ceph --id N`)."""
+    if not argv or not os.path.basename(argv[0]).startswith("ceph-osd"):
+        return None
+    for i, a in enumerate(argv):
+        if a in ("-i", "--id") and i + 1 < len(argv) and argv[i + 1].isdigit():
+            return int(argv[i + 1])
+        if a.startswith("--id=") and a[5:].isdigit():
+            return int(a[5:])
+    return None
+
+
+def _cmdline(pid: int, proc_root: str) -> list[str]:
+    try:
+        with open(os.path.join(proc_root, str(pid), "cmdline"), "rb") as f:
+            return [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
+    except OSError:
+        return []
+
+
+@dataclass
+class LocalKernelSource:
+    """Gates read from this machine's kernel. `netns_of(host)` names the namespace of each host (the lab
+    has one per host; a real host has one: the current one)."""
+
+    netns_of: Callable[[str], _netns.Netns | None] = lambda host: None
+    proc_root: str = "/proc"
+    clock: Callable[[], float] = time.time
+
+    def read(self, host: str) -> Reading:
+        from ctguard.kernel.settings import conntrack_settings
+        from ctguard.kernel.stats import conntrack_stats
+
+        ns = self.netns_of(host)
+        s = conntrack_settings(ns, self.proc_root)
+        st = conntrack_stats(ns, self.proc_root)
+        return Reading(host, s.count, s.max, st.get("drop"), f"kernel:{ns.label if ns else 'host'}", self.clock())
+
+    def live(self, host: str, osd_ids: Sequence[int]) -> Reading:
+        ns = self.netns_of(host)
+        try:
+            table_status = importlib.import_module("ctguard.table.status").table_status
+        except ImportError:  # foundation not there yet: count only, no per-daemon view
+            return self.read(host)
+        ts = table_status(ns, breakdown=True)
+        daemons: dict[int, int] = {}
+        osd_role: int | None = None
+        bd = getattr(ts, "breakdown", None)
+        if bd is not None:
+            for d in getattr(bd, "by_daemon", None) or []:
+                pid = _get(d, "pid")
+                n = _get(d, "entries")
+                if isinstance(pid, int) and isinstance(n, int):
+                    osd = osd_id_of_cmdline(_cmdline(pid, self.proc_root))
+                    if osd is not None:
+                        daemons[osd] = daemons.get(osd, 0) + n
+            by_role = getattr(bd, "by_role", None)
+            if isinstance(by_role, Mapping):
+                v = by_role.get("ceph-osd")
+                osd_role = int(v) if isinstance(v, int) else None
+        from ctguard.kernel.stats import conntrack_stats
+
+        drops = conntrack_stats(ns, self.proc_root).get("drop")
+        freed = int(getattr(bd, "expired_freed", 0) or getattr(ts, "expired_freed", 0) or 0)
+        return Reading(host, int(ts.count), int(ts.max), drops, f"kernel:{ns.label if ns else 'host'}",
+                       self.clock(), daemons, osd_role, freed)
+
+    def purge(self, host: str) -> PurgeInfo | None:
+        purge = importlib.import_module("ctguard.table.purge").purge
+        r = purge(self.netns_of(host), states=CLOSING_STATES, ports="all")
+        return PurgeInfo(int(r.deleted), int(r.count_before), int(r.count_after), float(r.seconds))
+
+
+def _get(obj: Any, key: str) -> Any:
+    if isinstance(obj, Mapping):
+        return obj.get(key)
+    return getattr(obj, key, None)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Prometheus text exposition (a host's `ctguard exporter`)
+
+_SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})?\s+(\S+)')
+_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def parse_exposition(text: str) -> list[tuple[str, dict[str, str], float]]:
+    """Samples of the Prometheus text format 0.0.4 (enough for gauges and counters; no exemplars)."""
+    out: list[tuple[str, dict[str, str], float]] = []
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = _SAMPLE.match(line)
+        if not m:
+            continue
+        labels = {k: v.replace('\\"', '"').replace("\\\\", "\\") for k, v in _LABEL.findall(m.group(3) or "")}
+        try:
+            value = float(m.group(4))
+        except ValueError:
+            continue
+        out.append((m.group(1), labels, value))
+    return out
+
+
+def _one(samples: list[tuple[str, dict[str, str], float]], name: str, where: str) -> float:
+    vals = [v for n, lab, v in samples if n == name and not lab.get("le")]
+    if not vals:
+        raise CannotRead(f"{where}: no {name} sample")
+    return sum(vals) if name.endswith("_total") else vals[0]
+
+
+def _osd_samples(samples: list[tuple[str, dict[str, str], float]]) -> tuple[dict[int, int], int | None]:
+    """Per-daemon and per-role entries when the exporter has them (labels daemon="osd.N" / role="ceph-osd")."""
+    daemons: dict[int, int] = {}
+    role: int | None = None
+    for n, lab, v in samples:
+        if not n.startswith(ENTRIES) or n == ENTRIES:
+            continue
+        d = lab.get("daemon", "")
+        m = re.fullmatch(r"(?:ceph-)?osd\.(\d+)", d)
+        if m and math.isfinite(v):
+            daemons[int(m.group(1))] = daemons.get(int(m.group(1)), 0) + int(v)
+        if lab.get("role") == "ceph-osd" and math.isfinite(v):
+            role = (role or 0) + int(v)
+    return daemons, role
+
+
+def http_get(url: str, timeout: float, ns: _netns.Netns | None = None) -> str:
+    """GET over HTTP/1.1. With `ns`, the socket is made inside that namespace (the lab's exporters listen on
+    127.0.0.1 of each host namespace) and stays bound there after we return (netns.py)."""
+    u = urllib.parse.urlsplit(url)
+    if u.scheme != "http" or not u.hostname:
+        raise CannotRead(f"{url}: only http:// URLs are supported")
+    port = u.port or 80
+    path = (u.path or "/") + (f"?{u.query}" if u.query else "")
+    try:
+        with _netns.entered(ns):
+            sock = socket.socket(socket.AF_INET6 if ":" in u.hostname else socket.AF_INET, socket.SOCK_STREAM)
+        with sock:
+            sock.settimeout(timeout)
+            sock.connect((u.hostname, port))
+            req = f"GET {path} HTTP/1.1\r\nHost: {u.netloc}\r\nAccept: text/plain\r\nConnection: close\r\n\r\n"
+            sock.sendall(req.encode())
+            chunks = []
+            while True:
+                b = sock.recv(1 << 16)
+                if not b:
+                    break
+                chunks.append(b)
+    except OSError as e:
+        raise CannotRead(f"{url}: {e}") from e
+    raw = b"".join(chunks)
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = lines[0].split()
+    if len(status) < 2 or status[1] != "200":
+        raise CannotRead(f"{url}: {lines[0] if lines else 'no answer'}")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:])}
+    if headers.get("transfer-encoding", "").lower() == "chunked":
+        body = _dechunk(body)
+    return body.decode("utf-8", errors="replace")
+
+
+def _dechunk(body: bytes) -> bytes:
+    out = bytearray()
+    while body:
+        size_line, _, rest = body.partition(b"\r\n")
+        size = int(size_line.split(b";")[0] or b"0", 16)
+        if size == 0:
+            break
+        out += rest[:size]
+        body = rest[size + 2:]
+    return bytes(out)
+
+
+@dataclass
+class ExporterSource:
+    """Each host's `ctguard exporter`: `url_template` with `{host}`; `netns_of(host)` for lab namespaces."""
+
+    url_template: str = "http://{host}:9477/metrics"
+    timeout: float = 5.0
+    netns_of: Callable[[str], _netns.Netns | None] = lambda host: None
+    fetch: Callable[[str, float, _netns.Netns | None], str] = http_get
+    clock: Callable[[], float] = time.time
+
+    def read(self, host: str) -> Reading:
+        url = self.url_template.format(host=host)
+        samples = parse_exposition(self.fetch(url, self.timeout, self.netns_of(host)))
+        daemons, role = _osd_samples(samples)
+        return Reading(host, int(_one(samples, ENTRIES, url)), int(_one(samples, LIMIT, url)),
+                       int(_one(samples, DROPS, url)), f"exporter:{url}", self.clock(), daemons, role)
+
+    def live(self, host: str, osd_ids: Sequence[int]) -> Reading:
+        return self.read(host)
+
+    def purge(self, host: str) -> PurgeInfo | None:
+        return None
+
+
+@dataclass
+class PrometheusSource:
+    """A Prometheus server's HTTP API (`/api/v1/query`). `selector` picks one host's series, `{host}`
+    substituted: by default the `instance` label starting with the host name. Readings lag by a scrape
+    interval; the drop gate's settle window should be longer than that."""
+
+    base_url: str
+    selector: str = 'instance=~"{host}(:[0-9]+)?"'
+    timeout: float = 5.0
+    fetch: Callable[[str, float, _netns.Netns | None], str] = http_get
+    clock: Callable[[], float] = time.time
+
+    def _query(self, expr: str) -> float:
+        url = self.base_url.rstrip("/") + "/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+        try:
+            doc = json.loads(self.fetch(url, self.timeout, None))
+            result = doc["data"]["result"]
+        except (ValueError, KeyError, TypeError) as e:
+            raise CannotRead(f"{url}: unexpected answer ({e!r})") from e
+        if doc.get("status") != "success" or not result:
+            raise CannotRead(f"prometheus: no result for {expr}")
+        return float(result[0]["value"][1])
+
+    def read(self, host: str) -> Reading:
+        sel = "{" + self.selector.format(host=host) + "}"
+        return Reading(
+            host,
+            int(self._query(f"sum({ENTRIES}{sel})")),
+            int(self._query(f"max({LIMIT}{sel})")),
+            int(self._query(f"sum({DROPS}{sel})")),
+            f"prometheus:{self.base_url}",
+            self.clock(),
+        )
+
+    def live(self, host: str, osd_ids: Sequence[int]) -> Reading:
+        return self.read(host)
+
+    def purge(self, host: str) -> PurgeInfo | None:
+        return None
