@@ -301,8 +301,8 @@ class Engine:
         for o in osds:
             info = dump.osd(o)
             before = self.resume_state.restart_begun[o]
-            if info.up and info.up_from > before:
-                restarted.append(o)
+            if o in self.resume_state.restart_ended or (info.up and info.up_from > before):
+                restarted.append(o)  # started (journaled) or already back: verify only
             elif not info.up:
                 down.append(o)
         self.emit("resume", host=host, restarted=restarted, down=down,
@@ -445,7 +445,9 @@ class Engine:
     # -- restart + verification -------------------------------------------------------------------------------
     def _sample(self, host: str, w: _Window, guard: int, batch: Sequence[int]) -> Reading:
         r = self.source.read(host)
-        w.peak = max(w.peak, r.entries)
+        # entries purged in this window still belong to the burst: count them back (an over-estimate when
+        # the purge also took older closing entries, which errs on the safe side)
+        w.peak = max(w.peak, r.entries + w.purged)
         if r.drops != w.drops0:
             self._on_drops(host, r, w.drops0, batch)
         if self.opt.purge and r.free < guard and self.clock() - w.last_purge >= 0.5:
@@ -491,7 +493,7 @@ class Engine:
         # let the burst land (count stops climbing) before measuring it: this is also the next batch's gap
         r = self._settle_after(host, w, guard, batch)
         daemon_sum = sum(self.osd_entries(before, o, n_host) for o in batch)
-        burst = max(0, w.peak - before.entries) + w.purged
+        burst = max(0, w.peak - before.entries)
         if daemon_sum > 0 and restart:
             f = burst / daemon_sum
             self.factors.append(max(1.0, f))
