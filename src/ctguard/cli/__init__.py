@@ -22,7 +22,7 @@ def _register() -> None:
     # One line per command module; each module exposes `commands` (a list of click commands).
     from ctguard.cli import table
 
-    for mod in (table,):
+    for mod in (table,):  # noqa: B007
         for cmd in mod.commands:
             cli.add_command(cmd)
 
