@@ -10,7 +10,6 @@ remote sources report what the host's exporter saw, so their `live()` is just `r
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
 import os
@@ -19,7 +18,7 @@ import socket
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -92,14 +91,6 @@ def osd_id_of_cmdline(argv: Sequence[str]) -> int | None:
     return None
 
 
-def _cmdline(pid: int, proc_root: str) -> list[str]:
-    try:
-        with open(os.path.join(proc_root, str(pid), "cmdline"), "rb") as f:
-            return [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
-    except OSError:
-        return []
-
-
 @dataclass
 class LocalKernelSource:
     """Gates read from this machine's kernel. `netns_of(host)` names the namespace of each host (the lab
@@ -119,44 +110,31 @@ class LocalKernelSource:
         return Reading(host, s.count, s.max, st.get("drop"), f"kernel:{ns.label if ns else 'host'}", self.clock())
 
     def live(self, host: str, osd_ids: Sequence[int]) -> Reading:
+        """One breakdown dump (table_status): frees expired-but-counted entries, attributes entries to local
+        daemons by socket owner (`osd.N`), then the count and drops are read after it."""
+        from ctguard.table.status import table_status
+
         ns = self.netns_of(host)
-        try:
-            table_status = importlib.import_module("ctguard.table.status").table_status
-        except ImportError:  # foundation not there yet: count only, no per-daemon view
-            return self.read(host)
-        ts = table_status(ns, breakdown=True)
+        ts = table_status(ns, breakdown=True, state_dir=None, proc_root=self.proc_root)
         daemons: dict[int, int] = {}
         osd_role: int | None = None
-        bd = getattr(ts, "breakdown", None)
-        if bd is not None:
-            for d in getattr(bd, "by_daemon", None) or []:
-                pid = _get(d, "pid")
-                n = _get(d, "entries")
-                if isinstance(pid, int) and isinstance(n, int):
-                    osd = osd_id_of_cmdline(_cmdline(pid, self.proc_root))
-                    if osd is not None:
-                        daemons[osd] = daemons.get(osd, 0) + n
-            by_role = getattr(bd, "by_role", None)
-            if isinstance(by_role, Mapping):
-                v = by_role.get("ceph-osd")
-                osd_role = int(v) if isinstance(v, int) else None
-        from ctguard.kernel.stats import conntrack_stats
-
-        drops = conntrack_stats(ns, self.proc_root).get("drop")
-        freed = int(getattr(bd, "expired_freed", 0) or getattr(ts, "expired_freed", 0) or 0)
-        return Reading(host, int(ts.count), int(ts.max), drops, f"kernel:{ns.label if ns else 'host'}",
+        freed = 0
+        if ts.breakdown is not None:
+            bd = ts.breakdown.breakdown
+            freed = ts.breakdown.expired_freed
+            for d in bd.by_daemon:
+                m = re.fullmatch(r"osd\.(\d+)", d.name)
+                if m:
+                    daemons[int(m.group(1))] = daemons.get(int(m.group(1)), 0) + d.entries
+            osd_role = bd.by_role.get("ceph-osd")
+        return Reading(host, ts.count, ts.max, ts.stats.get("drop", 0), f"kernel:{ns.label if ns else 'host'}",
                        self.clock(), daemons, osd_role, freed)
 
     def purge(self, host: str) -> PurgeInfo | None:
-        purge = importlib.import_module("ctguard.table.purge").purge
+        from ctguard.table.purge import purge
+
         r = purge(self.netns_of(host), states=CLOSING_STATES, ports="all")
         return PurgeInfo(int(r.deleted), int(r.count_before), int(r.count_after), float(r.seconds))
-
-
-def _get(obj: Any, key: str) -> Any:
-    if isinstance(obj, Mapping):
-        return obj.get(key)
-    return getattr(obj, key, None)
 
 
 # --------------------------------------------------------------------------------------------------------------
