@@ -18,7 +18,7 @@ Events = list[tuple[str, dict[str, Any]]]
 
 def make(world: World, tmp: Path, backend: FakeBackend | None = None, hosts: list[str] | None = None,
          **opt: Any) -> tuple[Engine, Events, Journal]:
-    journal = Journal(str(tmp))
+    journal = Journal(str(tmp), durable=False)
     plan = build_plan(world.ceph().osd_tree(), hosts=hosts or list(world.hosts))
     events: Events = []
     opts = Options(**{"settle": 2.0, **opt})

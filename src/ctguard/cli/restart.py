@@ -31,12 +31,12 @@ RESTART_EXIT_HELP = (
 )
 
 
-def _load_lab(prefix: str) -> Any:
+def _load_lab(prefix: str, base_dir: str | None) -> Any:
     try:
         cluster = importlib.import_module("ctguard.lab.cluster")  # the lab lands separately
     except ImportError as e:
         raise BadInput("this ctguard has no lab (ctguard.lab.cluster)") from e
-    return cluster.Lab.load(prefix=prefix)
+    return cluster.Lab.load(prefix=prefix, base_dir=base_dir)
 
 
 class _Human:
@@ -141,6 +141,7 @@ def _render_dry_run(doc: dict[str, Any]) -> None:
               help="Command template with {id} and {host}, e.g. 'ssh {host} systemctl restart ceph-osd@{id}'.")
 @click.option("--lab", "lab_prefix", default=None, metavar="PREFIX",
               help="Act on the ctguard lab PREFIX (its ceph, processes and host namespaces).")
+@click.option("--lab-dir", default=None, metavar="DIR", help="Parent directory of the lab (as `lab up --dir`).")
 @click.option("--ceph-cmd", default="ceph", show_default=True, help="How to run ceph (split like a shell).")
 @click.option("--ceph-timeout", type=float, default=30.0, show_default=True, help="Seconds per ceph call.")
 @click.option("--gate-source", default="local", show_default=True, metavar="local|exporter|URL",
@@ -152,7 +153,7 @@ def _render_dry_run(doc: dict[str, Any]) -> None:
               help="Predicted burst = an OSD's entries x this, until the run has measured its own.")
 @click.option("--osd-entries", type=int, default=None, help="Entries per OSD when the source cannot tell.")
 @click.option("--reserve", type=int, default=0, help="Entries kept free beyond the burst [max(64, 0.5% of max)].")
-@click.option("--settle", type=float, default=5.0, show_default=True,
+@click.option("--settle", type=float, default=3.0, show_default=True,
               help="Seconds the drop counter and count must be still before each batch.")
 @click.option("--max-parallel", type=int, default=0, show_default=True,
               help="Largest batch of one host (0: what ok-to-stop --max and headroom allow).")
@@ -172,7 +173,7 @@ def _render_dry_run(doc: dict[str, Any]) -> None:
 @json_option
 @handle_errors
 def restart(osds: tuple[str, ...], hosts: tuple[str, ...], local: bool, cluster: bool, backend: str | None,
-            restart_cmd: str | None, lab_prefix: str | None, ceph_cmd: str, ceph_timeout: float, gate_source: str,
+            restart_cmd: str | None, lab_prefix: str | None, lab_dir: str | None, ceph_cmd: str, ceph_timeout: float, gate_source: str,
             exporter_url: str, netns_name: str | None, burst_factor: float, osd_entries: int | None, reserve: int,
             settle: float, max_parallel: int, ok_to_stop_timeout: float, gate_timeout: float, up_timeout: float,
             pg_timeout: float, clean_timeout: float, no_wait_clean: bool, no_noout: bool, no_purge: bool,
@@ -184,7 +185,7 @@ def restart(osds: tuple[str, ...], hosts: tuple[str, ...], local: bool, cluster:
             raise BadInput(f"{name} must be > 0")
     if resume and (osds or hosts or local or cluster):
         raise BadInput("--resume takes the plan from the journal: give no OSDs, --host, --local or --cluster")
-    lab = _load_lab(lab_prefix) if lab_prefix else None
+    lab = _load_lab(lab_prefix, lab_dir) if lab_prefix else None
     if lab is not None:
         ceph_argv = list(lab.ceph_argv())
     else:

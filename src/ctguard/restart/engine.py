@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -44,7 +45,7 @@ class Options:
     burst_factor: float = 2.0  # start value until measured (lab: a host peaks at 2.2-2.4x its baseline)
     osd_entries: int | None = None  # override the per-OSD entries estimate
     reserve: int = 0  # entries kept free beyond the predicted burst; 0 = max(64, 0.5 % of the limit)
-    settle: float = 5.0  # seconds the drop counter (and the count) must be still before a batch
+    settle: float = 3.0  # seconds the drop counter (and the count) must be still before a batch
     poll: float = 0.5  # table sampling period while a batch restarts
     ceph_poll: float = 1.0  # Ceph polling period
     gate_poll: float = 2.0  # headroom re-check period while waiting for entries to expire
@@ -468,15 +469,17 @@ class Engine:
             up_from = {o: dump.osd(o).up_from for o in batch}
         w = _Window(before, before.entries, before.drops)
         self.emit("batch", host=host, osds=batch, predicted_burst=guard, free=before.free)
-        for o in batch:
-            if o not in restart:
-                continue
+        todo = [o for o in batch if o in restart]
+        for o in todo:
             self._step("restart", "begin", host, o, up_from=up_from[o], entries=before.entries,
                        daemon_entries=self.osd_entries(before, o, n_host))
+        if todo:
             self.started_any = True
+        if len(todo) == 1:
+            o = todo[0]
             t_stop = self.clock()
 
-            def stopped(o: int = o) -> None:
+            def stopped() -> None:
                 self._step("stop", "end", host, o)
                 self.emit("stop", host=host, osd=o, backend=self.backend.name)
 
@@ -487,11 +490,15 @@ class Engine:
                 raise Abort(f"osd.{o}: restart failed: {e.message}") from e
             self._step("restart", "end", host, o)
             self.emit("start", host=host, osd=o, seconds=round(self.clock() - t_stop, 2))
-            self._sample(host, w, guard, batch)
+        elif todo:
+            self._restart_concurrently(host, todo)
+        self._sample(host, w, guard, batch)
         self._wait_up(host, batch, up_from, w, guard)
         self._wait_pgs_active(host, batch, w, guard)
-        # let the burst land (count stops climbing) before measuring it: this is also the next batch's gap
-        r = self._settle_after(host, w, guard, batch)
+        # let the burst land (count stops climbing) before measuring it: this is also the next batch's gap.
+        # After the run's last batch there is no next batch to protect: measure what was seen so far.
+        last = all(o in self.done or o in batch for o in self.plan.osds)
+        r = self._sample(host, w, guard, batch) if last else self._settle_after(host, w, guard, batch)
         daemon_sum = sum(self.osd_entries(before, o, n_host) for o in batch)
         burst = max(0, w.peak - before.entries)
         if daemon_sum > 0 and restart:
@@ -505,6 +512,36 @@ class Engine:
             self._step("osd", "end", host, o)
             self.done.add(o)
             self.restarted.append(o)
+
+    def _restart_concurrently(self, host: str, todo: list[int]) -> None:
+        """A batch's restarts run side by side (a `systemctl restart` waits for the old daemon to exit, seconds
+        each); the journal (one SQLite connection) and the events stay in this thread."""
+        t0 = self.clock()
+        stopped_at: dict[int, float] = {}
+        errors: dict[int, str] = {}
+
+        def work(o: int) -> None:
+            self.backend.restart(o, host, lambda: stopped_at.__setitem__(o, self.clock()))
+
+        with ThreadPoolExecutor(max_workers=min(len(todo), 16), thread_name_prefix="restart") as ex:
+            futures = {o: ex.submit(work, o) for o in todo}
+            for o, fut in futures.items():
+                try:
+                    fut.result()
+                except CtguardError as e:
+                    errors[o] = e.message
+        for o in todo:
+            if o in stopped_at:
+                self._step("stop", "end", host, o)
+                self.emit("stop", host=host, osd=o, backend=self.backend.name)
+            if o in errors:
+                self._step("restart", "fail", host, o, error=errors[o])
+            else:
+                self._step("restart", "end", host, o)
+                self.emit("start", host=host, osd=o, seconds=round(self.clock() - t0, 2))
+        if errors:
+            o, msg = next(iter(errors.items()))
+            raise Abort(f"osd.{o}: restart failed: {msg}")
 
     def _wait_up(self, host: str, batch: list[int], up_from: dict[int, int], w: _Window, guard: int) -> None:
         t0 = self.clock()
