@@ -22,7 +22,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from ctguard.ceph.client import CephClient
@@ -49,6 +49,7 @@ class Options:
     poll: float = 0.5  # table sampling period while a batch restarts
     ceph_poll: float = 1.0  # Ceph polling period
     gate_poll: float = 2.0  # headroom re-check period while waiting for entries to expire
+    live_every: float = 5.0  # while short, at most one table dump (purge or plain) this often
     max_parallel: int = 0  # 0: as many OSDs of a host as ok-to-stop and headroom allow
     ok_to_stop_timeout: float = 300.0
     ok_to_stop_backoff: tuple[float, float] = (2.0, 30.0)  # first and largest retry delay
@@ -132,6 +133,7 @@ class Engine:
         self.waited: dict[str, float] = {"settle": 0.0, "ok_to_stop": 0.0, "headroom": 0.0, "recovery": 0.0}
         self.done: set[int] = set()
         self.resume_state: RunState | None = None
+        self._live: dict[str, Reading] = {}  # last dump per host: per-OSD entries
 
     # -- small helpers ---------------------------------------------------------------------------------------
     def emit(self, event: str, **fields: Any) -> None:
@@ -276,7 +278,7 @@ class Engine:
             return
         n_host = self._host_osd_count(host)
         self.emit("host", host=host, osds=remaining)
-        first = self.source.read(host)
+        first = self._refresh_live(host, remaining)
         self.drops_baseline.setdefault(host, first.drops)
         # an OSD that a crashed run had begun restarting: finish it first
         if self.resume_state is not None:
@@ -398,9 +400,10 @@ class Engine:
         deadline = t0 + self.opt.gate_timeout
         last_announce = -1e9
         purged_total = 0
+        live_at = -1e9
         cap = len(candidates) if self.opt.max_parallel <= 0 else min(self.opt.max_parallel, len(candidates))
-        while True:
-            r = self.source.live(host, candidates)
+
+        def fit(r: Reading) -> tuple[list[int], int, dict[int, int], int]:
             pred = self.predicted(r, candidates, n_host)
             reserve = self._reserve(r)
             batch: list[int] = []
@@ -412,6 +415,28 @@ class Engine:
                 batch.append(o)
             if exact and len(batch) < len(candidates):
                 batch = []
+            return batch, need, pred, reserve
+
+        while True:
+            # The cheap count first (a dump of a full table costs seconds): live entries can only be fewer,
+            # so if the count fits, so do they. Per-OSD entries come from the last dump of this host.
+            r = self._with_daemons(host, self.source.read(host))
+            batch, need, pred, reserve = fit(r)
+            if not batch and self.clock() - live_at >= self.opt.live_every:
+                live_at = self.clock()
+                # short: purge closing-state entries; its dump also frees expired-but-counted entries.
+                # Without purge (or remotely), a plain dump frees the expired ones.
+                p = self.source.purge(host) if self.opt.purge else None
+                if p is not None:
+                    if p.deleted > 0:
+                        purged_total += p.deleted
+                        self.emit("purge", host=host, why="headroom short", deleted=p.deleted,
+                                  count_before=p.count_before, count_after=p.count_after,
+                                  expired_freed=p.expired_freed)
+                    r = self._with_daemons(host, self.source.read(host))
+                else:
+                    r = self._refresh_live(host, candidates)
+                batch, need, pred, reserve = fit(r)
             if batch:
                 waited = self.clock() - t0
                 self.waited["headroom"] += waited
@@ -420,13 +445,6 @@ class Engine:
                           waited=round(waited, 2), purged=purged_total, reading=r.as_json())
                 return batch, r
             first_need = reserve + pred[candidates[0]]
-            if self.opt.purge:
-                p = self.source.purge(host)
-                if p is not None and p.deleted > 0:
-                    purged_total += p.deleted
-                    self.emit("purge", host=host, why="headroom short", deleted=p.deleted,
-                              count_before=p.count_before, count_after=p.count_after)
-                    continue
             now = self.clock()
             if now > deadline:
                 self.waited["headroom"] += now - t0
@@ -443,6 +461,19 @@ class Engine:
             self._check_stop()
             self.sleep(self.opt.gate_poll)
 
+    def _refresh_live(self, host: str, osds: Sequence[int]) -> Reading:
+        r = self.source.live(host, osds)
+        self._live[host] = r
+        if r.expired_freed:
+            self.emit("expired_freed", host=host, entries=r.expired_freed)
+        return r
+
+    def _with_daemons(self, host: str, r: Reading) -> Reading:
+        base = self._live.get(host)
+        if base is None or r.daemon_entries:
+            return r
+        return replace(r, daemon_entries=base.daemon_entries, osd_role_entries=base.osd_role_entries)
+
     # -- restart + verification -------------------------------------------------------------------------------
     def _sample(self, host: str, w: _Window, guard: int, batch: Sequence[int]) -> Reading:
         r = self.source.read(host)
@@ -451,7 +482,9 @@ class Engine:
         w.peak = max(w.peak, r.entries + w.purged)
         if r.drops != w.drops0:
             self._on_drops(host, r, w.drops0, batch)
-        if self.opt.purge and r.free < guard and self.clock() - w.last_purge >= 0.5:
+        # short = what is left of the batch's predicted burst, plus the reserve, no longer fits
+        to_come = max(0, guard - max(0, r.entries + w.purged - w.before.entries))
+        if self.opt.purge and r.free < to_come + self._reserve(r) and self.clock() - w.last_purge >= 0.5:
             w.last_purge = self.clock()
             p = self.source.purge(host)
             if p is not None and p.deleted > 0:

@@ -58,6 +58,7 @@ class PurgeInfo:
     count_before: int
     count_after: int
     seconds: float
+    expired_freed: int = 0
 
 
 class GateSource(Protocol):
@@ -134,7 +135,7 @@ class LocalKernelSource:
         from ctguard.table.purge import purge
 
         r = purge(self.netns_of(host), states=CLOSING_STATES, ports="all")
-        return PurgeInfo(int(r.deleted), int(r.count_before), int(r.count_after), float(r.seconds))
+        return PurgeInfo(r.deleted, r.count_before, r.count_after, r.seconds, r.expired_freed)
 
 
 # --------------------------------------------------------------------------------------------------------------
