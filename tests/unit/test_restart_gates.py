@@ -29,9 +29,11 @@ ctguard_conntrack_entries{netns="cl-h1"} 1234
 ctguard_conntrack_limit{netns="cl-h1"} 262144
 # TYPE ctguard_conntrack_drop_total counter
 ctguard_conntrack_drop_total{netns="cl-h1"} 17
-ctguard_conntrack_entries_by_daemon{daemon="osd.3",netns="cl-h1"} 48
-ctguard_conntrack_entries_by_daemon{daemon="osd.4",netns="cl-h1"} 52
-ctguard_conntrack_entries_by_role{role="ceph-osd",netns="cl-h1"} 180
+ctguard_conntrack_daemon_entries{daemon="osd.3",netns="cl-h1"} 48
+ctguard_conntrack_daemon_entries{daemon="osd.4",netns="cl-h1"} 52
+ctguard_conntrack_daemon_entries{daemon="other",netns="cl-h1"} 9
+ctguard_conntrack_role_entries{role="ceph-osd",netns="cl-h1"} 180
+ctguard_conntrack_role_entries{role="other",netns="cl-h1"} 1000
 """
 
 
@@ -141,3 +143,43 @@ def test_journal_path_is_in_the_state_dir(tmp_path: Path) -> None:
     st = j.latest_unfinished()
     assert st is not None and st.restart_begun == {1: 9}
     assert os.path.exists(tmp_path / "state" / "restart-journal.sqlite")
+
+
+def test_keepalive_fetcher_reuses_one_connection() -> None:
+    import http.server
+    import threading
+
+    from ctguard.restart.gates import KeepAliveFetcher
+
+    conns: list[object] = []
+
+    class H(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def setup(self) -> None:
+            super().setup()
+            conns.append(self.connection)
+
+        def do_GET(self) -> None:  # noqa: N802
+            body = EXPOSITION.encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a: object) -> None:
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    try:
+        f = KeepAliveFetcher()
+        src = ExporterSource(f"http://127.0.0.1:{srv.server_address[1]}/metrics", fetch=f)
+        for _ in range(3):
+            assert src.read("h").entries == 1234
+        assert len(conns) == 1  # one TCP connection for three scrapes
+        f.close()
+    finally:
+        srv.shutdown()
+        srv.server_close()

@@ -10,6 +10,7 @@ remote sources report what the host's exporter saw, so their `live()` is just `r
 
 from __future__ import annotations
 
+import http.client
 import json
 import math
 import os
@@ -28,6 +29,8 @@ from ctguard.kernel import netns as _netns
 ENTRIES = "ctguard_conntrack_entries"
 LIMIT = "ctguard_conntrack_limit"
 DROPS = "ctguard_conntrack_drop_total"
+DAEMON_ENTRIES = "ctguard_conntrack_daemon_entries"
+ROLE_ENTRIES = "ctguard_conntrack_role_entries"
 CLOSING_STATES = ("TIME_WAIT", "CLOSE")
 
 
@@ -171,67 +174,72 @@ def _one(samples: list[tuple[str, dict[str, str], float]], name: str, where: str
 
 
 def _osd_samples(samples: list[tuple[str, dict[str, str], float]]) -> tuple[dict[int, int], int | None]:
-    """Per-daemon and per-role entries when the exporter has them (labels daemon="osd.N" / role="ceph-osd")."""
+    """Per-daemon and per-role entries from the exporter's breakdown series:
+    ctguard_conntrack_daemon_entries{daemon="osd.N"} and ctguard_conntrack_role_entries{role="ceph-osd"}."""
     daemons: dict[int, int] = {}
     role: int | None = None
     for n, lab, v in samples:
-        if not n.startswith(ENTRIES) or n == ENTRIES:
+        if not math.isfinite(v):
             continue
-        d = lab.get("daemon", "")
-        m = re.fullmatch(r"(?:ceph-)?osd\.(\d+)", d)
-        if m and math.isfinite(v):
-            daemons[int(m.group(1))] = daemons.get(int(m.group(1)), 0) + int(v)
-        if lab.get("role") == "ceph-osd" and math.isfinite(v):
+        if n == DAEMON_ENTRIES:
+            m = re.fullmatch(r"osd\.(\d+)", lab.get("daemon", ""))
+            if m:
+                daemons[int(m.group(1))] = daemons.get(int(m.group(1)), 0) + int(v)
+        elif n == ROLE_ENTRIES and lab.get("role") == "ceph-osd":
             role = (role or 0) + int(v)
     return daemons, role
 
 
-def http_get(url: str, timeout: float, ns: _netns.Netns | None = None) -> str:
-    """GET over HTTP/1.1. With `ns`, the socket is made inside that namespace (the lab's exporters listen on
-    127.0.0.1 of each host namespace) and stays bound there after we return (netns.py)."""
-    u = urllib.parse.urlsplit(url)
-    if u.scheme != "http" or not u.hostname:
-        raise CannotRead(f"{url}: only http:// URLs are supported")
-    port = u.port or 80
-    path = (u.path or "/") + (f"?{u.query}" if u.query else "")
-    try:
-        with _netns.entered(ns):
-            sock = socket.socket(socket.AF_INET6 if ":" in u.hostname else socket.AF_INET, socket.SOCK_STREAM)
-        with sock:
-            sock.settimeout(timeout)
-            sock.connect((u.hostname, port))
-            req = f"GET {path} HTTP/1.1\r\nHost: {u.netloc}\r\nAccept: text/plain\r\nConnection: close\r\n\r\n"
-            sock.sendall(req.encode())
-            chunks = []
-            while True:
-                b = sock.recv(1 << 16)
-                if not b:
-                    break
-                chunks.append(b)
-    except OSError as e:
-        raise CannotRead(f"{url}: {e}") from e
-    raw = b"".join(chunks)
-    head, _, body = raw.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    status = lines[0].split()
-    if len(status) < 2 or status[1] != "200":
-        raise CannotRead(f"{url}: {lines[0] if lines else 'no answer'}")
-    headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:])}
-    if headers.get("transfer-encoding", "").lower() == "chunked":
-        body = _dechunk(body)
-    return body.decode("utf-8", errors="replace")
+class _NsConnection(http.client.HTTPConnection):
+    """An HTTP/1.1 connection whose socket is made inside `ns` (the lab's exporters listen on 127.0.0.1 of
+    each host namespace); a socket stays bound to the namespace it was made in (netns.py)."""
+
+    def __init__(self, host: str, port: int, timeout: float, ns: _netns.Netns | None) -> None:
+        super().__init__(host, port, timeout=timeout)
+        self._ns = ns
+
+    def connect(self) -> None:
+        with _netns.entered(self._ns):
+            self.sock = socket.create_connection((self.host, self.port), self.timeout)
 
 
-def _dechunk(body: bytes) -> bytes:
-    out = bytearray()
-    while body:
-        size_line, _, rest = body.partition(b"\r\n")
-        size = int(size_line.split(b";")[0] or b"0", 16)
-        if size == 0:
-            break
-        out += rest[:size]
-        body = rest[size + 2:]
-    return bytes(out)
+class KeepAliveFetcher:
+    """GET over persistent HTTP/1.1 connections, one per (host, port, namespace). A new TCP connection needs
+    a conntrack entry on the host being read, which is refused exactly when its table is full; a kept-alive
+    one already has its entry and keeps answering (measured by the exporter work, issue 9)."""
+
+    def __init__(self) -> None:
+        self._conns: dict[tuple[str, int, _netns.Netns | None], _NsConnection] = {}
+
+    def __call__(self, url: str, timeout: float, ns: _netns.Netns | None = None) -> str:
+        u = urllib.parse.urlsplit(url)
+        if u.scheme != "http" or not u.hostname:
+            raise CannotRead(f"{url}: only http:// URLs are supported")
+        key = (u.hostname, u.port or 80, ns)
+        path = (u.path or "/") + (f"?{u.query}" if u.query else "")
+        for attempt in (0, 1):
+            conn = self._conns.get(key)
+            if conn is None:
+                conn = self._conns[key] = _NsConnection(key[0], key[1], timeout, ns)
+            try:
+                conn.request("GET", path, headers={"Accept": "text/plain"})
+                resp = conn.getresponse()
+                body = resp.read()
+            except (OSError, http.client.HTTPException) as e:
+                conn.close()
+                self._conns.pop(key, None)
+                if attempt:
+                    raise CannotRead(f"{url}: {e}") from e
+                continue  # the server closed an idle connection: one fresh try
+            if resp.status != 200:
+                raise CannotRead(f"{url}: HTTP {resp.status} {resp.reason}")
+            return body.decode("utf-8", errors="replace")
+        raise CannotRead(f"{url}: no answer")
+
+    def close(self) -> None:
+        for c in self._conns.values():
+            c.close()
+        self._conns.clear()
 
 
 @dataclass
@@ -241,7 +249,7 @@ class ExporterSource:
     url_template: str = "http://{host}:9477/metrics"
     timeout: float = 5.0
     netns_of: Callable[[str], _netns.Netns | None] = lambda host: None
-    fetch: Callable[[str, float, _netns.Netns | None], str] = http_get
+    fetch: Callable[[str, float, _netns.Netns | None], str] = field(default_factory=KeepAliveFetcher)
     clock: Callable[[], float] = time.time
 
     def read(self, host: str) -> Reading:
@@ -267,7 +275,7 @@ class PrometheusSource:
     base_url: str
     selector: str = 'instance=~"{host}(:[0-9]+)?"'
     timeout: float = 5.0
-    fetch: Callable[[str, float, _netns.Netns | None], str] = http_get
+    fetch: Callable[[str, float, _netns.Netns | None], str] = field(default_factory=KeepAliveFetcher)
     clock: Callable[[], float] = time.time
 
     def _query(self, expr: str) -> float:
