@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import shlex
 import signal
@@ -197,69 +198,72 @@ def restart(osds: tuple[str, ...], hosts: tuple[str, ...], local: bool, cluster:
     kind = backend or ("lab" if lab is not None else "cmd" if restart_cmd else "systemd")
     be = make_backend(kind, ceph=ceph, template=restart_cmd, lab=lab)
 
-    journal = Journal(state_dir)
-    state = journal.latest_unfinished() if not dry_run else None
-    if resume:
-        if state is None:
-            raise BadInput(f"nothing to resume: no unfinished run in {journal.path}")
-        plan = Plan.from_json(state.plan)
-    else:
-        if state is not None and not discard:
-            raise BadInput(f"run {state.run_id} did not finish ({state.status}: {state.reason or 'crashed'}): "
-                           "`ctguard restart --resume`, or --discard to start anew"
-                           + (" (it set noout: clear it by hand if you discard)" if state.noout_owned else ""))
-        names = parse_osd_names(osds)
-        want_hosts = list(hosts)
-        if local:
-            want_hosts.append(socket.gethostname().split(".")[0])
-        if not (names or want_hosts or cluster):
-            raise BadInput("nothing to restart: name OSDs (osd.N), --host HOST, --local or --cluster")
-        plan = build_plan(ceph.osd_tree(), names, want_hosts, cluster)
-        if state is not None and discard:
-            journal.mark_superseded(state.run_id)
-
-    netns_of: Callable[[str], Netns | None]
-    if lab is not None:
-        netns_of = lab.host_netns
-    else:
-        local_ns = Netns(name=netns_name) if netns_name else None
-        netns_of = lambda host: local_ns  # noqa: E731
-    source: GateSource
-    if gate_source == "local":
-        if lab is None and len(plan.hosts) > 1:
-            raise BadInput("several hosts: read their gates with --gate-source exporter or a Prometheus URL")
-        source = LocalKernelSource(netns_of=netns_of)
-    elif gate_source == "exporter":
-        source = ExporterSource(exporter_url, netns_of=netns_of if lab is not None else (lambda h: None))
-    elif gate_source.startswith("http://"):
-        source = PrometheusSource(gate_source)
-    else:
-        raise BadInput(f"--gate-source {gate_source!r}: local, exporter or http://PROMETHEUS:9090")
-
-    opts = Options(burst_factor=burst_factor, osd_entries=osd_entries, reserve=reserve, settle=settle,
-                   max_parallel=max_parallel, ok_to_stop_timeout=ok_to_stop_timeout, gate_timeout=gate_timeout,
-                   up_timeout=up_timeout, pg_timeout=pg_timeout, clean_timeout=clean_timeout,
-                   wait_clean=not no_wait_clean, set_noout=not no_noout, purge=not no_purge)
-
-    if dry_run:
-        eng = Engine(plan, ceph, be, source, journal, opts)
-        doc = eng.dry_run()
-        journal.close()
-        if as_json:
-            print_json(doc, 1)
+    # the lock comes first: the journal is only read by the run that holds it (one run per host)
+    with contextlib.ExitStack() as stack:
+        if not dry_run:
+            stack.enter_context(RunLock(state_dir))
+        journal = Journal(":memory:" if dry_run else state_dir)  # a dry run leaves no file behind
+        state = journal.latest_unfinished() if not dry_run else None
+        if resume:
+            if state is None:
+                raise BadInput(f"nothing to resume: no unfinished run in {journal.path}")
+            plan = Plan.from_json(state.plan)
         else:
-            _render_dry_run(doc)
-        return
+            if state is not None and not discard:
+                raise BadInput(f"run {state.run_id} did not finish ({state.status}: {state.reason or 'crashed'}): "
+                               "`ctguard restart --resume`, or --discard to start anew"
+                               + (" (it set noout: clear it by hand if you discard)" if state.noout_owned else ""))
+            names = parse_osd_names(osds)
+            want_hosts = list(hosts)
+            if local:
+                want_hosts.append(socket.gethostname().split(".")[0])
+            if not (names or want_hosts or cluster):
+                raise BadInput("nothing to restart: name OSDs (osd.N), --host HOST, --local or --cluster")
+            plan = build_plan(ceph.osd_tree(), names, want_hosts, cluster)
+            if state is not None and discard:
+                journal.mark_superseded(state.run_id)
 
-    with RunLock(state_dir):
+        netns_of: Callable[[str], Netns | None]
+        if lab is not None:
+            netns_of = lab.host_netns
+        else:
+            local_ns = Netns(name=netns_name) if netns_name else None
+            netns_of = lambda host: local_ns  # noqa: E731
+        source: GateSource
+        if gate_source == "local":
+            if lab is None and len(plan.hosts) > 1:
+                raise BadInput("several hosts: read their gates with --gate-source exporter or a Prometheus URL")
+            source = LocalKernelSource(netns_of=netns_of)
+        elif gate_source == "exporter":
+            source = ExporterSource(exporter_url, netns_of=netns_of if lab is not None else (lambda h: None))
+        elif gate_source.startswith("http://"):
+            source = PrometheusSource(gate_source)
+        else:
+            raise BadInput(f"--gate-source {gate_source!r}: local, exporter or http://PROMETHEUS:9090")
+
+        opts = Options(burst_factor=burst_factor, osd_entries=osd_entries, reserve=reserve, settle=settle,
+                       max_parallel=max_parallel, ok_to_stop_timeout=ok_to_stop_timeout, gate_timeout=gate_timeout,
+                       up_timeout=up_timeout, pg_timeout=pg_timeout, clean_timeout=clean_timeout,
+                       wait_clean=not no_wait_clean, set_noout=not no_noout, purge=not no_purge)
+
+        if dry_run:
+            eng = Engine(plan, ceph, be, source, journal, opts)
+            doc = eng.dry_run()
+            journal.close()
+            if as_json:
+                print_json(doc, 1)
+            else:
+                _render_dry_run(doc)
+            return
+
         human = None if as_json else _Human(len(plan.osds))
         emit = _json_emit if as_json else human
         assert emit is not None
         eng = Engine(plan, ceph, be, source, journal, opts, emit=emit)
 
         def on_signal(signum: int, frame: object) -> None:
+            # only a flag: the engine finishes the step under way and reports the stop itself
             eng.request_stop(f"{signal.Signals(signum).name} received")
-            emit("interrupt", {"signal": signal.Signals(signum).name})
 
         old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
@@ -272,7 +276,7 @@ def restart(osds: tuple[str, ...], hosts: tuple[str, ...], local: bool, cluster:
             for s, h in old.items():
                 signal.signal(s, h)
             journal.close()
-    _finish(result)
+        _finish(result)
 
 
 def _finish(result: Result) -> None:

@@ -146,6 +146,7 @@ class Engine:
 
     def _check_stop(self) -> None:
         if self.stop_reason is not None:
+            self.emit("interrupt", reason=self.stop_reason)
             raise Interrupted(f"{self.stop_reason}: stopped cleanly before starting another restart")
 
     def _step(self, step: str, phase: str, host: str | None = None, osd: int | None = None, **data: Any) -> None:

@@ -66,8 +66,11 @@ class RunState:
 
 class Journal:
     def __init__(self, state_dir: str, clock: Any = time.time, durable: bool = True) -> None:
-        os.makedirs(state_dir, mode=0o750, exist_ok=True)
-        self.path = os.path.join(state_dir, "restart-journal.sqlite")
+        if state_dir == ":memory:":  # dry runs: nothing on disk
+            self.path = state_dir
+        else:
+            os.makedirs(state_dir, mode=0o750, exist_ok=True)
+            self.path = os.path.join(state_dir, "restart-journal.sqlite")
         self.clock = clock
         try:
             # autocommit: each step is its own durable transaction
