@@ -428,12 +428,15 @@ class Engine:
                 # short: purge closing-state entries; its dump also frees expired-but-counted entries.
                 # Without purge (or remotely), a plain dump frees the expired ones.
                 p = self.source.purge(host) if self.opt.purge else None
-                if p is not None:
-                    if p.deleted > 0:
-                        purged_total += p.deleted
-                        self.emit("purge", host=host, why="headroom short", deleted=p.deleted,
-                                  count_before=p.count_before, count_after=p.count_after,
-                                  expired_freed=p.expired_freed)
+                if p is not None and p.deleted > 0:
+                    purged_total += p.deleted
+                    self.emit("purge", host=host, why="headroom short", deleted=p.deleted,
+                              count_before=p.count_before, count_after=p.count_after,
+                              expired_freed=p.expired_freed)
+                    # a daemon's count included the closing entries its port still names: those are gone
+                    # and do not come back on its restart, so take its entries again
+                    r = self._refresh_live(host, candidates)
+                elif p is not None:
                     r = self._with_daemons(host, self.source.read(host))
                 else:
                     r = self._refresh_live(host, candidates)
