@@ -166,3 +166,14 @@ def in_process(*args: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str
     with pytest.raises(SystemExit) as e:
         main(["restart", *args])
     return int(e.value.code or 0), capsys.readouterr().err
+
+
+def test_ansible_example_is_serial_and_json() -> None:
+    import yaml
+
+    root = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "ansible", "rolling-restart.yml")
+    with open(root) as f:
+        play = yaml.safe_load(f)[0]
+    assert play["serial"] == 1 and play["max_fail_percentage"] == 0
+    argv = " ".join(t["ansible.builtin.command"]["argv"] for t in play["tasks"] if "ansible.builtin.command" in t)
+    assert "'restart', '--local', '--json'" in argv
