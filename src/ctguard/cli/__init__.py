@@ -22,7 +22,7 @@ def _register() -> None:
     # One line per command module; each module exposes `commands` (a list of click commands).
     from ctguard.cli import notrack, table
 
-    for mod in (table, notrack):
+    for mod in (table, notrack):  # noqa: B007
         for cmd in mod.commands:
             cli.add_command(cmd)
 
