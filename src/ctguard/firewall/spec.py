@@ -144,8 +144,9 @@ def parse_network(text: str, what: str = "network") -> Network:
 
 def dedupe_networks(nets: Iterable[Network]) -> tuple[Network, ...]:
     """Sorted, duplicates and networks inside another one dropped (nft interval sets refuse overlaps)."""
-    v4 = list(ipaddress.collapse_addresses(n for n in nets if isinstance(n, ipaddress.IPv4Network)))
-    v6 = list(ipaddress.collapse_addresses(n for n in nets if isinstance(n, ipaddress.IPv6Network)))
+    items = list(nets)
+    v4 = list(ipaddress.collapse_addresses(n for n in items if isinstance(n, ipaddress.IPv4Network)))
+    v6 = list(ipaddress.collapse_addresses(n for n in items if isinstance(n, ipaddress.IPv6Network)))
     return tuple(v4) + tuple(v6)
 
 

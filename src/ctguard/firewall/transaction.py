@@ -149,9 +149,10 @@ def snapshot(ns: Netns | None, backend: str, runner: Runner = run) -> dict[str, 
             if not done.ok:
                 raise CommandFailed(f"{tool}: {done.first_error_line()}")
             snap["ipt"][str(v)] = _strip_save(done.stdout)
-        done = ns_run(ns, ["nft", "-j", "list", "tables"], runner)
-        snap["nft_tables"] = sorted(re.findall(r'"family": "(\w+)", "name": "([^"]+)"', done.stdout)) \
-            if done.ok else []
+        items = insp_mod.nft_json(ns, runner)
+        snap["nft_tables"] = sorted([i["table"]["family"], i["table"]["name"]] for i in items if "table" in i)
+        snap["nft_chains"] = sorted([i["chain"]["family"], i["chain"]["table"], i["chain"]["name"]]
+                                    for i in items if "chain" in i)
     return snap
 
 
@@ -176,11 +177,31 @@ def compare(ns: Netns | None, snap: dict[str, Any], backend: str, runner: Runner
     if backend.startswith("iptables"):
         for v in (4, 6):
             done = ns_run(ns, [_ipt_tool(backend, v, "save")], runner)
-            if _strip_save(done.stdout) != snap["ipt"][str(v)]:
+            now_save = _strip_save(done.stdout)
+            if backend == "iptables-legacy":
+                # legacy xtables tables, once instantiated in a netns, stay (empty) until the netns goes:
+                # compare the tables that existed before.
+                now_save = _only_tables(now_save, _table_names(snap["ipt"][str(v)]))
+            if now_save != snap["ipt"][str(v)]:
                 identical = stateless = False
                 diff = (diff or "") + f"\niptables-save (IPv{v}) differs:\n" + _short_diff(snap["ipt"][str(v)],
-                                                                                          _strip_save(done.stdout))
+                                                                                          now_save)
     return identical, stateless, diff
+
+
+def _table_names(save: str) -> set[str]:
+    return {line[1:].strip() for line in save.splitlines() if line.startswith("*")}
+
+
+def _only_tables(save: str, names: set[str]) -> str:
+    out: list[str] = []
+    keep = False
+    for line in save.splitlines():
+        if line.startswith("*"):
+            keep = line[1:].strip() in names
+        if keep:
+            out.append(line)
+    return "\n".join(out) + "\n" if out else ""
 
 
 def _short_diff(a: str, b: str, limit: int = 20) -> str:
@@ -404,22 +425,35 @@ def _undo(ns: Netns, backend: str, inserted: list[dict[str, Any]], previous_tabl
     for v in (4, 6):
         _ipt_undo(ns, backend, v, runner)
     if backend == "iptables-nft":
-        _drop_created_tables(ns, before.get("nft_tables", []), runner)
+        _drop_created_tables(ns, before, runner)
 
 
-def _drop_created_tables(ns: Netns, before: list[list[str]] | list[tuple[str, str]], runner: Runner) -> None:
-    """iptables-nft creates `table ip raw` etc. on first use; if apply created one and it is empty again,
-    delete it so the ruleset is what it was."""
-    had = {(f, n) for f, n in before}
-    done = ns_run(ns, ["nft", "-j", "list", "ruleset"], runner)
-    if not done.ok:
-        return
+def _drop_created_tables(ns: Netns, before: dict[str, Any], runner: Runner) -> None:
+    """iptables-nft creates `table ip raw`, base chains such as filter OUTPUT, etc. on first use. Those that
+    apply created and that are empty again are deleted, so the ruleset is what it was."""
+    had_tables = {(f, n) for f, n in before.get("nft_tables", [])}
+    had_chains = {(f, t, c) for f, t, c in before.get("nft_chains", [])}
     items = insp_mod.nft_json(ns, runner)
-    rules = {(r["rule"]["family"], r["rule"]["table"]) for r in items if "rule" in r}
+    used = {(r["rule"]["family"], r["rule"]["table"], r["rule"]["chain"]) for r in items if "rule" in r}
+    script = ""
+    left: dict[tuple[str, str], int] = {}
+    for c in [i["chain"] for i in items if "chain" in i]:
+        key = (c["family"], c["table"], c["name"])
+        if (c["family"] in ("ip", "ip6") and c["table"] in ("raw", "filter") and key not in had_chains
+                and key not in used):
+            script += f"delete chain {c['family']} {c['table']} {c['name']}\n"
+        else:
+            left[(c["family"], c["table"])] = left.get((c["family"], c["table"]), 0) + 1
     for t in [i["table"] for i in items if "table" in i]:
-        key = (t["family"], t["name"])
-        if t["family"] in ("ip", "ip6") and t["name"] in ("raw", "filter") and key not in had and key not in rules:
-            ns_run(ns, ["nft", "delete", "table", t["family"], t["name"]], runner)
+        key2 = (t["family"], t["name"])
+        if t["family"] in ("ip", "ip6") and t["name"] in ("raw", "filter") and key2 not in had_tables \
+                and not left.get(key2):
+            script += f"delete table {t['family']} {t['name']}\n"
+    if script:
+        done = ns_run(ns, ["nft", "-f", "-"], runner, input=script)
+        if not done.ok:
+            raise CommandFailed(f"could not delete the empty iptables-nft chains apply created: "
+                                f"{_nft_error(done.stderr)}")
 
 
 def _nft_remove_script(ns: Netns, runner: Runner, handles: Sequence[tuple[str, str, str, int]]) -> str:
@@ -463,7 +497,7 @@ def remove(ns: Netns, state_dir: str = journal.DEFAULT_STATE_DIR, backend: str |
             for v in (4, 6):
                 _ipt_undo(ns, be, v, runner)
             if be == "iptables-nft" and doc and doc.get("status") == "confirmed":
-                _drop_created_tables(ns, doc["before"].get("nft_tables", []), runner)
+                _drop_created_tables(ns, doc["before"], runner)
         out = Outcome("remove", "removed", be, ns.label, None, None, jpath)
         if doc and doc.get("status") == "confirmed":
             out.identical, out.identical_stateless, out.diff = compare(ns, doc["before"], be, runner)
