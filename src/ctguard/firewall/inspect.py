@@ -315,10 +315,12 @@ def inspect(
     ns: _netns.Netns | None,
     backend: str,
     runner: Runner = run,
-    firewalld: Callable[[_netns.Netns | None], bool] = _firewalld_in,
-    legacy_in_use: Callable[[_netns.Netns | None, int], bool] = _legacy_in_use,
+    firewalld: Callable[[_netns.Netns | None], bool] | None = None,
+    legacy_in_use: Callable[[_netns.Netns | None, int], bool] | None = None,
 ) -> Inspection:
     """Everything `check` and `apply` need to know about the target's firewall."""
+    firewalld = firewalld or _firewalld_in
+    legacy_in_use = legacy_in_use or _legacy_in_use
     insp = Inspection()
     items = nft_json(ns, runner)
     ipt_nft = analyse_nft(items, insp)
