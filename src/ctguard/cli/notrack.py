@@ -131,17 +131,9 @@ def show(fmt: str, as_json: bool, netns_name: str | None, netns_pid: int | None,
     if as_json:
         print_json({"netns": ns.label, "backend": be, "spec": spec.to_json(), "sources": sources,
                     "rules": text, "operator_rule": nftrules.OPERATOR_RULE,
-                    "state": transaction.state(ns, state_dir) if _readable(state_dir) else None}, SCHEMA)
+                    "state": transaction.state(ns, state_dir)}, SCHEMA)
     else:
         click.echo(text, nl=False)
-
-
-def _readable(state_dir: str) -> bool:
-    try:
-        journal.directory(state_dir)
-        return True
-    except CtguardError:
-        return False
 
 
 LABEL = {"passes": "ok", "accepts-untracked": "ok", "drops-untracked": "DROPS", "review": "REVIEW"}

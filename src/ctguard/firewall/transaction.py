@@ -508,8 +508,8 @@ def remove(ns: Netns, state_dir: str = journal.DEFAULT_STATE_DIR, backend: str |
 
 
 def state(ns: Netns, state_dir: str = journal.DEFAULT_STATE_DIR) -> dict[str, Any] | None:
-    """The journal without its snapshot (for show/check output)."""
-    doc = journal.read(journal.path(state_dir, ns))
+    """The journal without its snapshot (for show/check output); creates nothing."""
+    doc = journal.read(os.path.join(state_dir, "notrack", journal.key(ns) + ".json"))
     if doc is None:
         return None
     return {k: v for k, v in doc.items() if k not in ("before", "previous_table")}
@@ -518,7 +518,7 @@ def state(ns: Netns, state_dir: str = journal.DEFAULT_STATE_DIR) -> dict[str, An
 def recover(ns: Netns, state_dir: str = journal.DEFAULT_STATE_DIR, runner: Runner = run,
             clock: Callable[[], float] = time.time) -> Outcome | None:
     """Roll back an apply whose deadline passed while no watchdog was alive (killed, host crash)."""
-    jpath = journal.path(state_dir, ns)
+    jpath = os.path.join(state_dir, "notrack", journal.key(ns) + ".json")
     if not os.path.exists(jpath):
         return None
     with journal.locked(jpath):
