@@ -259,7 +259,8 @@ def test_iptables_backend(backend: str, tmp_path: Path) -> None:
         assert h.tracked(6800) == 0 and h.tracked(CLI_OSD_PORT) == 0, "Ceph traffic must be untracked"
         assert talk(tb.cli, SRV_IP, 8080) and h.tracked(8080) >= 1, "other ports stay tracked"
         assert not talk(tb.cli, SRV_IP, 9100, sport=6800), "a Ceph source port must not open other ports"
-        assert not talk(tb.cli, SRV_IP, 6800, src=OUTSIDE_CLI) or h.tracked(6800) >= 1
+        talk(tb.cli, SRV_IP, 6800, src=OUTSIDE_CLI)
+        assert h.tracked(6800) == 1, "from outside the networks a Ceph port stays tracked"
         r = h.ctguard("notrack", "remove", "--json")
         assert r.returncode == 0, r.stderr
         # iptables-nft rules carry counters that traffic moved: equal apart from counters
@@ -300,3 +301,26 @@ def test_ipt_second_family_failure_takes_back_the_first(tmp_path: Path) -> None:
             transaction._load(ns, broken, transaction.run)
         after = tb.exec(tb.srv, ["iptables-nft-save"]).stdout.splitlines()
         assert [x for x in after if "CTGUARD" in x] == [] and len([x for x in before if "CTGUARD" in x]) == 0
+
+
+def test_v6_and_extra_rules_pass_the_real_tools_and_netns_pid(tmp_path: Path) -> None:
+    """IPv6 + extra-port rule text is accepted by nft -c and both iptables-restore --test flavours; the
+    namespace can be named by a PID inside it."""
+    for tb in _make_host(tmp_path, HOST_FW):
+        spec = build_spec([NET, "fd00:18::/64"], extra_ports=["9477"], extra_from=["198.18.2.0/24", "fd00:9::/64"])
+        ns = Netns(name=tb.srv)
+        transaction.validate(ns, transaction.make_plan(spec, "nft", [("inet", "tb", "input")]))
+        for backend in ("iptables-nft", "iptables-legacy"):
+            plan = transaction.make_plan(spec, backend)
+            assert set(plan.ipt) == {4, 6}
+            transaction.validate(ns, plan)
+        proc = tb.spawn(tb.srv, ["sleep", "60"])
+        time.sleep(0.3)
+        pid = subprocess.run(["pgrep", "-P", str(proc.pid), "sleep"], capture_output=True, text=True,
+                             check=False).stdout.split() or [str(proc.pid)]
+        r = subprocess.run(CTGUARD + ["notrack", "check", "--netns-pid", pid[0], "--state-dir", str(tmp_path),
+                                      *_spec_args("--network", "fd00:18::/64"), "--json"],
+                           capture_output=True, text=True, timeout=60, check=False)
+        doc = json.loads(r.stdout)
+        assert doc["netns"] == f"pid:{pid[0]}" and doc["valid"] is True
+        assert [c["chain"] for c in doc["operator_must_add"]] == ["nft inet tb input"]
