@@ -32,7 +32,7 @@ NATIVE_RE = re.compile(
     r"^(?:debug )?(?:\s*-?\d+> )?(\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:\.\d{1,9})?(?:Z|[+-]\d\d:?\d\d)?) (.*)$")
 DAEMON_REST_RE = re.compile(r"^([0-9a-f]{4,16}) +(-?\d{1,2}) (.*)$")
 CLUSTER_REST_RE = re.compile(
-    r"^((?:mon|osd|mgr|mds|client)\.[\w.-]+) (?:\([\w.]+\) )?(?:[\w.:/\[\],-]+ )?(?:\d+ : )?\s*(?:\w+ )?"
+    r"^((?:mon|osd|mgr|mds|client)\.[\w.-]+) (?:\([\w.]+\) )?(?:[\w.:/\[\],-]+ ){0,2}?(?:\d+ : )?\s*(?:\w+ )?"
     r"\[(DBG|INF|WRN|ERR|SEC)\] (.*)$")
 
 _MSGR_RE = re.compile(r"(\S+) >> (\S+) (?:conn|pipe)\(([^)]*)\)\.(.*)$")

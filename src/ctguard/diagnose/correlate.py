@@ -26,6 +26,7 @@ SEED_KINDS = frozenset({model.TABLE_FULL, model.SUPPRESSED, model.MARKED_DOWN, m
 RESTART_KINDS = frozenset({model.OSD_START, model.MON_BOOT})
 DOWN_KINDS = frozenset({model.MARKED_DOWN, model.WRONGLY_DOWN})
 
+RATELIMIT_S = 5.0  # net.core.message_cost: one burst of 10 messages per 5 s (kernel-conntrack.md 2.4)
 CONNTRACK_KINDS = ("conntrack-overflow-after-restart", "conntrack-overflow-reconnect-storm", "conntrack-overflow")
 
 
@@ -163,7 +164,7 @@ def _domain(events: list[model.Event], buckets: list[tuple[model.BucketKey, mode
     seeds += [float(s) for s, n in per_sec.items() if n >= opts.storm_per_s]
     if not seeds:
         return []
-    activity = sorted({float(key[4]) for key, _ in buckets} | {e.ts for e in events})
+    activity = sorted({bk.first.ts for _, bk in buckets} | {e.ts for e in events})
     wins = _windows(seeds, opts.gap)
     for w in wins:  # reach back through contiguous activity (a storm that began before the first drop)
         i = bisect.bisect_left(activity, w[0]) - 1
@@ -209,6 +210,7 @@ def _incident(start: float, end: float, evs: list[model.Event], bks: list[tuple[
     series: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
     # kernel, per host
     kern: dict[str, HostKernel] = {}
+    last_kernel: dict[str, float] = {}
     for e in evs:
         if e.kind not in (model.TABLE_FULL, model.SUPPRESSED):
             continue
@@ -222,9 +224,17 @@ def _incident(start: float, end: float, evs: list[model.Event], bks: list[tuple[
             hk.last_ev = e
             if e.detail and e.detail not in hk.netns:
                 hk.netns.append(e.detail)
+            series[f"drops:{e.host or '-'}"][int(e.ts // 1)] += 1
         else:
+            # N messages were suppressed since the previous burst: spread them over that interval
+            # (net.core.message_cost = 5 s) rather than pile them on one second
             hk.suppressed += e.count
-        series[f"drops:{e.host or '-'}"][int(e.ts // 1)] += e.count
+            prev = last_kernel.get(e.host, e.ts - RATELIMIT_S)
+            span = list(range(int(max(prev, e.ts - RATELIMIT_S) // 1), int(e.ts // 1) + 1))
+            for sec in span:
+                series[f"drops:{e.host or '-'}"][sec] += e.count // len(span)
+            series[f"drops:{e.host or '-'}"][span[-1]] += e.count % len(span)
+        last_kernel[e.host] = e.ts
     for hk in kern.values():
         hk.peak_per_s = max(series[f"drops:{hk.host or '-'}"].values(), default=0)
     # daemons
@@ -349,7 +359,7 @@ def _cause(inc: Incident, evs: list[model.Event], opts: Options, kernel_inputs: 
             n_during = sum(d.lossy_faults for d in during)
             claims.append(Claim(
                 f"a lossy-connection reconnect loop sustained it: {n_during} 'fault on lossy channel' lines on "
-                f"{', '.join(d.daemon for d in during[:6])} from {len(peers)}{'+' if len(peers) >= model.PEER_CAP else ''} "
+                f"{', '.join(d.daemon for d in during[:6])}{f' and {len(during) - 6} more' if len(during) > 6 else ''} from {len(peers)}{'+' if len(peers) >= model.PEER_CAP else ''} "
                 f"distinct peers, peak {peak}/s: a lossy connection is not retried by the messenger, the peer "
                 f"opens a new one, and each new one needs a new conntrack entry",
                 [Evidence.of(d.first_fault) for d in during[:3] if d.first_fault is not None]))

@@ -49,7 +49,7 @@ PEER_CAP = 256  # distinct peers remembered per bucket
 
 @dataclass(slots=True)
 class Bucket:
-    """All events of one kind, host and daemon within one second."""
+    """All events of one kind, host and daemon within one second; `first` is the earliest."""
 
     first: Event
     count: int = 0
@@ -57,6 +57,8 @@ class Bucket:
 
     def add(self, ev: Event) -> None:
         self.count += 1
+        if ev.ts < self.first.ts:  # input need not be in order
+            self.first = ev
         if ev.peer and len(self.peers) < PEER_CAP:
             self.peers.add(ev.peer)
 
