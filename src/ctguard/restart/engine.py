@@ -328,7 +328,9 @@ class Engine:
         window_start = t0
         r = self.source.read(host)
         drops0, count0 = r.drops, r.entries
-        tol = max(16, int(0.1 * DEFAULT_OSD_ENTRIES * self.factor))
+        # "stopped climbing": within a host's ordinary churn (0.5 % of its entries, 16..256). The headroom
+        # gate, not this one, is what keeps the next burst inside the table.
+        tol = max(16, int(0.1 * DEFAULT_OSD_ENTRIES * self.factor), min(256, r.entries // 200))
         announced = False
         deadline = t0 + self.opt.gate_timeout
         while True:
