@@ -134,6 +134,7 @@ class Engine:
         self.done: set[int] = set()
         self.resume_state: RunState | None = None
         self._live: dict[str, Reading] = {}  # last dump per host: per-OSD entries
+        self._quiet: dict[str, tuple[float, int, int]] = {}  # host -> (still since, drops, entries)
 
     # -- small helpers ---------------------------------------------------------------------------------------
     def emit(self, event: str, **fields: Any) -> None:
@@ -195,6 +196,10 @@ class Engine:
                   done=sorted(self.done), backend=self.backend.name, burst_factor=self.factor)
         code, reason = Exit.OK, "all OSDs restarted"
         try:
+            first = next((h.host for h in self.plan.hosts if any(o not in self.done for o in h.osds)), None)
+            if first is not None:  # the settle window can run while noout is being set
+                r0 = self.source.read(first)
+                self._quiet[first] = (self.clock(), r0.drops, r0.entries)
             self._noout_begin(resumed=resume is not None)
             for hp in self.plan.hosts:
                 self._roll_host(hp.host, [o for o in hp.osds if o not in self.done])
@@ -331,6 +336,9 @@ class Engine:
         # "stopped climbing": within a host's ordinary churn (0.5 % of its entries, 16..256). The headroom
         # gate, not this one, is what keeps the next burst inside the table.
         tol = max(16, int(0.1 * DEFAULT_OSD_ENTRIES * self.factor), min(256, r.entries // 200))
+        anchor = self._quiet.pop(host, None)
+        if anchor is not None and r.drops == anchor[1] and r.entries <= anchor[2] + tol:
+            window_start, count0 = anchor[0], anchor[2]  # still since an earlier reading: no need to wait again
         announced = False
         deadline = t0 + self.opt.gate_timeout
         while True:
@@ -660,6 +668,7 @@ class Engine:
             if r.entries > count0 + tol:
                 count0, window_start = r.entries, self.clock()
         self.waited["settle"] += self.clock() - t0
+        self._quiet[host] = (window_start, r.drops, count0)  # the next batch's settle gate starts from here
         return r
 
     def _on_drops(self, host: str, r: Reading, drops0: int, batch: Sequence[int]) -> None:
