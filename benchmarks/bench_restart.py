@@ -43,7 +43,8 @@ class Run:
     makespan_s: float = 0.0
     exit_code: int | None = None
     waited: dict[str, float] = field(default_factory=dict)
-    note: str = ""
+    why_waited: str = ""  # ctguard's last headroom `wait` reason
+    result: str = ""
 
 
 class Sampler(threading.Thread):
@@ -120,9 +121,9 @@ class Bench:
                     ev = json.loads(line)
                     if ev["event"] in ("done", "abort"):
                         run.waited = ev.get("waited", {})
-                        run.note = ev["reason"]
+                        run.result = ev["reason"]
                     if ev["event"] == "wait" and ev.get("gate") == "headroom" and "reason" in ev:
-                        run.note = ev["reason"]
+                        run.why_waited = ev["reason"]
             else:
                 self.ceph.set_flag("noout")
                 try:
