@@ -119,11 +119,11 @@ def test_json_run_restarts_every_osd_and_clears_noout(tmp_path: Path, cluster: t
 def test_dry_run_changes_nothing(tmp_path: Path, cluster: tuple[Path, list[str]], exporter: str) -> None:
     state, ceph = cluster
     p = ctguard("--host", "h1", "--dry-run", "--json", "--ceph-cmd", " ".join(ceph), "--gate-source", "exporter",
-                "--exporter-url", exporter, "--state-dir", str(tmp_path / "st"))
+                "--exporter-url", exporter, "--state-dir", str(tmp_path / "st"), "--backend", "cephadm")
     assert p.returncode == 0, p.stderr
     doc = json.loads(p.stdout)
     assert doc["schema"] == 1 and doc["hosts"][0]["reading"]["free"] == 262144 - 500
-    assert doc["hosts"][0]["osds"][0]["restart"] == "systemctl restart ceph-osd@0"
+    assert doc["hosts"][0]["osds"][0]["restart"] == "ceph orch daemon restart osd.0"
     st = json.loads(state.read_text())
     assert st["restarts"] == [] and "noout" not in st["flags"]
     assert not (tmp_path / "st").exists()
@@ -137,6 +137,7 @@ def test_dry_run_changes_nothing(tmp_path: Path, cluster: tuple[Path, list[str]]
     (("--cluster", "--gate-source", "local"), "several hosts"),
     (("--host", "nope"), "no CRUSH host 'nope'"),
     (("osd.0", "--restart-cmd", "echo"), "must contain {id}"),
+    (("--host", "h2", "--backend", "systemd"), "the systemd backend restarts this machine's daemons"),
 ])
 def test_bad_input_is_one_line_and_exit_3(tmp_path: Path, cluster: tuple[Path, list[str]],
                                           args: tuple[str, ...], msg: str,

@@ -223,6 +223,14 @@ def restart(osds: tuple[str, ...], hosts: tuple[str, ...], local: bool, cluster:
             if state is not None and discard:
                 journal.mark_superseded(state.run_id)
 
+        if kind == "systemd":
+            me = socket.gethostname().split(".")[0]
+            other = [h.host for h in plan.hosts if h.host != me]
+            if other:
+                raise BadInput(f"the systemd backend restarts this machine's daemons ({me}), not {other[0]}'s: "
+                               "use --backend cephadm or --restart-cmd 'ssh {host} systemctl restart "
+                               "ceph-osd@{id}'")
+
         netns_of: Callable[[str], Netns | None]
         if lab is not None:
             netns_of = lab.host_netns
