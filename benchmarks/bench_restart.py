@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import secrets
 import shutil
 import subprocess
@@ -66,7 +67,7 @@ def sh(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
 
 
 class Bench:
-    def __init__(self, prefix: str, base: str, gap: float) -> None:
+    def __init__(self, prefix: str, base: str, gap: float, events_dir: str | None = None) -> None:
         from ctguard.lab.cluster import Lab
 
         self.lab = Lab.load(prefix=prefix, base_dir=base)
@@ -75,6 +76,7 @@ class Bench:
         self.host = self.lab.hosts[0]
         self.ns = self.lab.host_netns(self.host)
         self.filled = 0
+        self.events_dir = events_dir
 
     def wait_clean(self, timeout: float = 300) -> float:
         t0 = time.monotonic()
@@ -117,6 +119,9 @@ class Bench:
                     p = sh("restart", "--lab", self.prefix, "--lab-dir", self.base, "--host", self.host, "--json",
                            "--reserve", str(RESERVE), "--state-dir", st, timeout=1800)
                 run.exit_code = p.returncode
+                if self.events_dir:
+                    with open(os.path.join(self.events_dir, f"ctguard-{regime}.jsonl"), "w") as f:
+                        f.write(p.stdout)
                 for line in p.stdout.splitlines():
                     ev = json.loads(line)
                     if ev["event"] in ("done", "abort"):
@@ -149,6 +154,7 @@ def main() -> int:
     ap.add_argument("--strategies", default="all-at-once,fixed-10s,ctguard")
     ap.add_argument("--regimes", default="ample,tight")
     ap.add_argument("--json", dest="json_out", default=None)
+    ap.add_argument("--events-dir", default=None, help="Keep ctguard's JSON event stream of each regime here.")
     a = ap.parse_args()
     prefix = "ctrb" + secrets.token_hex(2)
     base = tempfile.mkdtemp(prefix="ctrb-lab")
@@ -159,7 +165,7 @@ def main() -> int:
         if up.returncode != 0:
             print(up.stderr, file=sys.stderr)
             return 2
-        b = Bench(prefix, base, a.gap)
+        b = Bench(prefix, base, a.gap, a.events_dir)
         from ctguard.restart.gates import LocalKernelSource
 
         strategies = a.strategies.split(",")
