@@ -324,3 +324,24 @@ def test_v6_and_extra_rules_pass_the_real_tools_and_netns_pid(tmp_path: Path) ->
         doc = json.loads(r.stdout)
         assert doc["netns"] == f"pid:{pid[0]}" and doc["valid"] is True
         assert [c["chain"] for c in doc["operator_must_add"]] == ["nft inet tb input"]
+
+
+def test_reapply_then_rollback_restores_the_previous_ctguard_rules(full_host: Host) -> None:
+    h = full_host
+    before = h.ruleset()
+    assert h.ctguard("notrack", "apply", *_spec_args("--insert-accept", "inet tb input", "--no-rollback")).returncode == 0
+    v1 = h.ruleset()
+    r = h.ctguard("notrack", "apply", "--network", "198.18.0.0/23", "--no-ceph", "--osd-range", "6800-7300",
+                  "--insert-accept", "inet tb input", "--timeout", "2")
+    assert r.returncode == 0, r.stderr
+    v2 = h.ruleset()
+    assert "6800-7300" in v2 and v2.count("ctguard notrack\"") == v1.count("ctguard notrack\"")  # not inserted twice
+    jpath = Path(h.state_dir) / "notrack" / f"netns-{h.srv}.json"
+    end = time.monotonic() + 15
+    while json.loads(jpath.read_text())["status"] != "rolled-back":
+        assert time.monotonic() < end, "watchdog did not roll back"
+        time.sleep(0.1)
+    assert h.ruleset() == v1, "the confirmed first apply (and its inserted rule) is back exactly"
+    assert talk(h.tb.cli, SRV_IP, 6800)
+    assert h.ctguard("notrack", "remove").returncode == 0
+    assert h.ruleset() == before

@@ -242,6 +242,10 @@ def apply(
             raise Refused("refusing to apply: " + "; ".join(insp.refusals))
         jumps = {v: insp.ipt_state.get(f"{backend.split('-', 1)[-1]}{v}", (set(), set()))[0]
                  for v in (4, 6)} if backend.startswith("iptables") else None
+        if inserts:
+            have = {(r["family"], r["table"], r["chain"]) for r in
+                    (i.get("rule") for i in insp_mod.nft_json(ns, runner)) if r and r.get("comment") == INSERT_COMMENT}
+            inserts = [c for c in inserts if c not in have]  # already there from an earlier apply: keep it once
         plan = make_plan(spec, backend, inserts, jumps)
         validate(ns, plan, runner)
         snap = snapshot(ns, backend, runner)
@@ -456,9 +460,10 @@ def _drop_created_tables(ns: Netns, before: dict[str, Any], runner: Runner) -> N
                                 f"{_nft_error(done.stderr)}")
 
 
-def _nft_remove_script(ns: Netns, runner: Runner, handles: Sequence[tuple[str, str, str, int]]) -> str:
-    """Delete our table (if present and ours) and the rules inserted with consent that still exist;
-    rules are found by handle from the journal, or by their comment when the journal is gone."""
+def _nft_remove_script(ns: Netns, runner: Runner, handles: Sequence[tuple[str, str, str, int]] | None) -> str:
+    """Delete our table (if present and ours) and inserted accept rules: with `handles` (a rollback) only
+    those this apply inserted and that still exist, so a rule kept from an earlier confirmed apply stays;
+    with None (remove) every rule carrying our comment, journal or not."""
     items = insp_mod.nft_json(ns, runner)
     script = ""
     live: set[tuple[str, str, str, int]] = set()
@@ -466,7 +471,8 @@ def _nft_remove_script(ns: Netns, runner: Runner, handles: Sequence[tuple[str, s
         r = i.get("rule")
         if r and r.get("comment") == INSERT_COMMENT and r.get("table") != nftrules.TABLE_NAME:
             live.add((r["family"], r["table"], r["chain"], int(r["handle"])))
-    for fam, tab, chain, handle in sorted(live | {h for h in handles if h in live}):
+    doomed = live if handles is None else live & set(handles)
+    for fam, tab, chain, handle in sorted(doomed):
         script += f"delete rule {fam} {tab} {chain} handle {handle}\n"
     owner, _ = insp_mod.own_table(ns, runner)
     if owner == "foreign":
@@ -488,7 +494,7 @@ def remove(ns: Netns, state_dir: str = journal.DEFAULT_STATE_DIR, backend: str |
             return out
         be = backend or (str(doc["backend"]) if doc and doc.get("status") == "confirmed" else "nft")
         if be == "nft":
-            script = _nft_remove_script(ns, runner, [])
+            script = _nft_remove_script(ns, runner, None)
             if script:
                 done = ns_run(ns, ["nft", "-f", "-"], runner, input=script)
                 if not done.ok:
