@@ -354,6 +354,9 @@ def inspect(
     if seen_legacy:
         insp.managers.append("iptables-legacy")
     if firewalld(ns):
+        # firewalld before 2.0 flushed tables it does not own on start/reload (firewalld/firewalld#742, #863,
+        # fixed by PR #1082 in 2023, and only for the nftables backend without --direct rules), and its own
+        # zones filter with their own chains: our rules would vanish or be shadowed. Refuse by default.
         insp.managers.append("firewalld")
         insp.refusals.append("firewalld manages this firewall: it rebuilds its rules on reload and filters with "
                              "its own zones; add the exemption through firewalld (or pass --force after "
