@@ -248,10 +248,11 @@ def test_iptables_backend(backend: str, tmp_path: Path) -> None:
         before_nft_s = _stateless(h)
         assert talk(tb.cli, SRV_IP, 6800) and h.tracked(6800) >= 1, "tracked before apply"
         tb.exec(tb.srv, ["conntrack", "-F"])
-        r = h.ctguard("notrack", "check", *_spec_args("--backend", "nft"))
-        assert r.returncode == 1 and f"{tool} -I INPUT 1 -m conntrack --ctstate UNTRACKED -j ACCEPT" in r.stdout
-        r = h.ctguard("notrack", "check", *_spec_args())  # auto: the iptables backend brings its own accepts
-        assert r.returncode == 0, r.stdout
+        r = h.ctguard("notrack", "check", *_spec_args(), "--json")  # auto: the iptables backend, with its accepts
+        doc = json.loads(r.stdout)
+        assert r.returncode == 0 and doc["backend"] == backend and doc["operator_must_add"] == [], r.stdout
+        assert any(c["where"] == f"{tool} (IPv4) filter INPUT" and c["verdict"] == "accepts-untracked"
+                   for c in doc["inspection"]["chains"])
         r = h.ctguard("notrack", "apply", *_spec_args("--no-rollback"), "--json")  # --backend auto
         assert r.returncode == 0, r.stderr + r.stdout
         assert json.loads(r.stdout)["backend"] == backend

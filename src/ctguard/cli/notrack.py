@@ -19,7 +19,7 @@ from ctguard.cli.common import (
 )
 from ctguard.errors import BadInput, CtguardError, Exit
 from ctguard.firewall import inspect as insp_mod
-from ctguard.firewall import journal, nftrules, transaction
+from ctguard.firewall import iptrules, journal, nftrules, transaction
 from ctguard.firewall.cephcfg import read_ceph_values
 from ctguard.firewall.spec import NotrackSpec, build_spec, parse_port_list
 from ctguard.kernel.netns import Netns
@@ -153,7 +153,7 @@ def check(as_json: bool, netns_name: str | None, netns_pid: int | None, state_di
     be = _backend(ns, backend)
     inserts = [transaction.parse_chain_ref(c) for c in insert_accept]
     transaction.recover(ns, state_dir)
-    insp = insp_mod.inspect(ns, be)
+    insp = insp_mod.inspect(ns, be, versions=set(iptrules.families(spec)))
     jumps = {v: insp.ipt_state.get(f"{be.split('-', 1)[-1]}{v}", (set(), set()))[0] for v in (4, 6)}
     plan = transaction.make_plan(spec, be, inserts, jumps)
     valid, error = True, None
