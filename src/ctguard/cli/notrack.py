@@ -152,7 +152,7 @@ def check(as_json: bool, netns_name: str | None, netns_pid: int | None, state_di
     spec, sources = _spec_from(kw)
     be = _backend(ns, backend)
     inserts = [transaction.parse_chain_ref(c) for c in insert_accept]
-    transaction.recover(ns, state_dir)
+    recovered = transaction.recover(ns, state_dir)  # an expired apply whose watchdog died: keep its promise
     insp = insp_mod.inspect(ns, be, versions=set(iptrules.families(spec)))
     jumps = {v: insp.ipt_state.get(f"{be.split('-', 1)[-1]}{v}", (set(), set()))[0] for v in (4, 6)}
     plan = transaction.make_plan(spec, be, inserts, jumps)
@@ -172,9 +172,13 @@ def check(as_json: bool, netns_name: str | None, netns_pid: int | None, state_di
                     "valid": valid, "error": error, "inspection": insp.to_json(),
                     "operator_rule": nftrules.OPERATOR_RULE,
                     "operator_must_add": [{"chain": c.where, "rule": c.fix} for c in pending],
-                    "state": transaction.state(ns, state_dir), "verdict": code.name}, SCHEMA)
+                    "state": transaction.state(ns, state_dir), "verdict": code.name,
+                    "recovered": recovered.to_json() if recovered else None}, SCHEMA)
     else:
         click.echo(f"ctguard notrack check: {ns.label}, backend {be}")
+        if recovered:
+            click.echo(f"  recovered: an earlier apply passed its deadline with no watchdog alive: rolled back "
+                       f"(ruleset identical: {recovered.identical})")
         click.echo(f"  exempt: tcp {', '.join(map(str, spec.ceph_ports))} between "
                    f"{', '.join(map(str, spec.networks))}  (osd range from {sources['osd_range']})")
         for ex in spec.extra:
