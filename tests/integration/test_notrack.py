@@ -7,8 +7,10 @@ ASSURED entries. Only 198.18.0.0/15 addresses, only namespaces these tests make 
 from __future__ import annotations
 
 import json
+import os
 import re
 import secrets
+import signal
 import subprocess
 import sys
 import time
@@ -345,4 +347,20 @@ def test_reapply_then_rollback_restores_the_previous_ctguard_rules(full_host: Ho
     assert h.ruleset() == v1, "the confirmed first apply (and its inserted rule) is back exactly"
     assert talk(h.tb.cli, SRV_IP, 6800)
     assert h.ctguard("notrack", "remove").returncode == 0
+    assert h.ruleset() == before
+
+
+def test_killed_watchdog_is_made_good_by_the_next_command(full_host: Host) -> None:
+    h = full_host
+    before = h.ruleset()
+    r = h.ctguard("notrack", "apply", *_spec_args("--insert-accept", "inet tb input", "--timeout", "1"), "--json")
+    assert r.returncode == 0, r.stderr
+    jpath = Path(h.state_dir) / "notrack" / f"netns-{h.srv}.json"
+    pid = json.loads(jpath.read_text())["watchdog_pid"]
+    os.kill(pid, signal.SIGKILL)  # the watchdog this test's apply started
+    time.sleep(3.2)               # past the deadline and the 2 s grace
+    assert h.ruleset() != before, "nobody rolled back yet"
+    r = h.ctguard("notrack", "check", *_spec_args(), "--json")
+    doc = json.loads(r.stdout)
+    assert doc["recovered"]["status"] == "rolled-back" and doc["recovered"]["identical"] is True
     assert h.ruleset() == before
