@@ -82,6 +82,10 @@ def _wait_file(path: Path, proc: subprocess.Popen[bytes], timeout: float = 15) -
     pytest.fail(f"peer not ready: {path}")
 
 
+def strip_counters(line: str) -> str:
+    return re.sub(r"\[\d+:\d+\]$", "", line)
+
+
 def talk(ns: str, addr: str, port: int, src: str | None = None, sport: int = 0, timeout: float = 0.6) -> bool:
     """A new TCP connection from `ns` (optionally from src:sport) that must echo data both ways."""
     bind = f"s.bind(({src or ''!r},{sport}))\n" if (src or sport) else ""
@@ -264,6 +268,16 @@ def test_iptables_backend(backend: str, tmp_path: Path) -> None:
         assert not talk(tb.cli, SRV_IP, 9100, sport=6800), "a Ceph source port must not open other ports"
         talk(tb.cli, SRV_IP, 6800, src=OUTSIDE_CLI)
         assert h.tracked(6800) == 1, "from outside the networks a Ceph port stays tracked"
+        # a second apply (other range) left unconfirmed: the rollback brings the first one back exactly
+        v1 = [strip_counters(x) for x in tb.exec(tb.srv, save).stdout.splitlines() if not x.startswith("#")]
+        r = h.ctguard("notrack", "apply", "--network", NET, "--no-ceph", "--osd-range", "6800-7300", "--timeout", "1")
+        assert r.returncode == 0, r.stderr
+        jpath = Path(h.state_dir) / "notrack" / f"netns-{tb.srv}.json"
+        end = time.monotonic() + 15
+        while json.loads(jpath.read_text())["status"] != "rolled-back":
+            assert time.monotonic() < end, "watchdog did not roll back"
+            time.sleep(0.1)
+        assert [strip_counters(x) for x in tb.exec(tb.srv, save).stdout.splitlines() if not x.startswith("#")] == v1
         r = h.ctguard("notrack", "remove", "--json")
         assert r.returncode == 0, r.stderr
         # iptables-nft rules carry counters that traffic moved: equal apart from counters
@@ -346,7 +360,8 @@ def test_reapply_then_rollback_restores_the_previous_ctguard_rules(full_host: Ho
         time.sleep(0.1)
     assert h.ruleset() == v1, "the confirmed first apply (and its inserted rule) is back exactly"
     assert talk(h.tb.cli, SRV_IP, 6800)
-    assert h.ctguard("notrack", "remove").returncode == 0
+    r = h.ctguard("notrack", "remove", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["identical"] is True, r.stdout
     assert h.ruleset() == before
 
 
