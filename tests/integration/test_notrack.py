@@ -360,6 +360,9 @@ def test_reapply_then_rollback_restores_the_previous_ctguard_rules(full_host: Ho
         time.sleep(0.1)
     assert h.ruleset() == v1, "the confirmed first apply (and its inserted rule) is back exactly"
     assert talk(h.tb.cli, SRV_IP, 6800)
+    # a confirmed re-apply, then remove: back to the ruleset before the very first apply
+    r = h.ctguard("notrack", "apply", "--network", "198.18.0.0/23", "--no-ceph", "--no-rollback")
+    assert r.returncode in (0, 1), r.stderr
     r = h.ctguard("notrack", "remove", "--json")
     assert r.returncode == 0 and json.loads(r.stdout)["identical"] is True, r.stdout
     assert h.ruleset() == before
