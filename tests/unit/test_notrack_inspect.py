@@ -131,3 +131,14 @@ def test_chains_of_an_ip_version_we_do_not_exempt_are_not_judged() -> None:
     assert i.chains == []
     insp.analyse_nft(items, i, versions={4, 6})
     assert [c.verdict for c in i.chains] == ["drops-untracked"]
+
+
+def test_iptables_unconditional_drop_rule_counts_like_a_policy() -> None:
+    save = ("*filter\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n"
+            "-A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n"
+            "-A INPUT -p tcp -m tcp --dport 22 -j DROP\n"
+            '-A INPUT -m comment --comment "default deny" -j REJECT --reject-with icmp-port-unreachable\n'
+            "COMMIT\n")
+    (inp, out) = insp.judge_iptables("iptables-nft (IPv4)", save, False)
+    assert inp.verdict == "drops-untracked" and inp.detail.startswith("rule 3 drops everything")
+    assert out.verdict == "passes"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -275,7 +276,7 @@ def judge_iptables(label: str, save_text: str, ours_first: bool) -> list[ChainVe
                 else:
                     verdict = ChainVerdict(where, hook, "accepts-untracked", f"rule {i} accepts UNTRACKED")
                 break
-            if target in ("DROP", "REJECT") and len(toks) <= 4 + (toks.count("-m") * 0):
+            if target in ("DROP", "REJECT") and _ipt_unconditional(line):
                 verdict = _ipt_drop(where, hook, f"rule {i} drops everything", fix, ours_first)
                 break
         if verdict is None:
@@ -285,6 +286,18 @@ def judge_iptables(label: str, save_text: str, ours_first: bool) -> list[ChainVe
                 verdict = ChainVerdict(where, hook, "passes", "policy ACCEPT, no unconditional DROP")
         out.append(verdict)
     return out
+
+
+def _ipt_unconditional(line: str) -> bool:
+    """`-A CHAIN [-m comment --comment X] -j DROP|REJECT [--reject-with ...]`: no condition at all."""
+    try:
+        toks = shlex.split(line)
+    except ValueError:
+        return False
+    toks = toks[2:toks.index("-j")] if "-j" in toks else toks[2:]
+    if toks[:3] == ["-m", "comment", "--comment"]:
+        toks = toks[4:]
+    return not toks
 
 
 def _ipt_drop(where: str, hook: str, why: str, fix: str, ours_first: bool) -> ChainVerdict:
