@@ -11,6 +11,7 @@ import os
 import re
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -21,9 +22,9 @@ from pathlib import Path
 import pytest
 
 from ctguard.errors import CommandFailed
-from ctguard.firewall import apply_notrack, remove_notrack, transaction
+from ctguard.firewall import apply_notrack, confirm_notrack, remove_notrack, transaction
 from ctguard.firewall.spec import build_spec
-from ctguard.kernel.netns import Netns
+from ctguard.kernel.netns import Netns, entered
 from ctguard.lab.fill import fill
 from ctguard.lab.testbed import CLI_IP, FILL_SRC, SRV_IP, Testbed
 
@@ -87,15 +88,22 @@ def strip_counters(line: str) -> str:
 
 
 def talk(ns: str, addr: str, port: int, src: str | None = None, sport: int = 0, timeout: float = 0.6) -> bool:
-    """A new TCP connection from `ns` (optionally from src:sport) that must echo data both ways."""
-    bind = f"s.bind(({src or ''!r},{sport}))\n" if (src or sport) else ""
-    code = (f"import socket\ns=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n{bind}"
-            f"s.settimeout({timeout})\n"
-            f"try:\n s.connect(({addr!r},{port}));s.sendall(b'ping');ok=s.recv(4)==b'ping';"
-            f"print('ok' if ok else 'fail')\nexcept OSError:\n print('fail')")
-    out = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", code], capture_output=True,
-                         text=True, timeout=timeout + 15, check=True)
-    return out.stdout.strip() == "ok"
+    """A new TCP connection from `ns` (optionally from src:sport) that must echo data both ways. The socket
+    is made inside `ns` (it stays bound to it) and used from here: no process to start."""
+    with entered(Netns(name=ns)):
+        s = socket.socket()
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if src or sport:
+            s.bind((src or "", sport))
+        s.settimeout(timeout)
+        s.connect((addr, port))
+        s.sendall(b"ping")
+        return s.recv(4) == b"ping"
+    except OSError:
+        return False
+    finally:
+        s.close()
 
 
 def _make_host(tmp: Path, rules: str | None) -> Iterator[Testbed]:
@@ -206,10 +214,12 @@ def test_rollback_without_confirm_restores_byte_identical(full_host: Host) -> No
 def test_confirm_keeps_rules_past_the_deadline(full_host: Host) -> None:
     h = full_host
     before = h.ruleset()
-    assert h.ctguard("notrack", "apply", *_spec_args("--insert-accept", "inet tb input", "--timeout", "2")).returncode == 0
-    r = h.ctguard("notrack", "confirm")
-    assert r.returncode == 0, r.stderr
-    time.sleep(2.6)
+    ns = Netns(name=h.srv)
+    out = apply_notrack(ns, [NET], osd_range=(6800, 7568), insert_accept=["inet tb input"], rollback_after=3,
+                        state_dir=h.state_dir)
+    assert out.status == "pending" and out.deadline is not None
+    assert confirm_notrack(ns, state_dir=h.state_dir).status == "confirmed"
+    time.sleep(max(0.0, out.deadline - time.time()) + 0.6)
     assert talk(h.tb.cli, SRV_IP, 6800), "confirmed: no rollback"
     assert h.ctguard("notrack", "remove").returncode == 0
     assert h.ruleset() == before
