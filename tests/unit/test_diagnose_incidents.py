@@ -25,14 +25,15 @@ def diagnose(*specs: str, year: int | None = 2014, boot: float | None = None,
     def ctx(path: str, host: str, daemon: str) -> SourceCtx:
         return SourceCtx(source=path, host=host, daemon=daemon, clock=clock, boot_time=boot)
 
-    res = scan.scan([scan.parse_spec(s) for s in specs], ctx, use_grep=False)
+    res = scan.scan([scan.parse_spec(s) for s in specs], ctx, workers=1)
     incs = correlate.correlate(res, correlate.Options(**opts))  # type: ignore[arg-type]
     return res, incs, report.document(res, incs)
 
 
 def test_the_incident_lines_as_posted() -> None:
     res, incs, doc = diagnose(str(LOGS / "incident-2014"))
-    assert doc["lines"] == {"read": 7, "matched": 7, "skipped": 0, "ignored": 0}
+    # "fault 0: Success" is not looked at: the "fault on lossy channel" line after it carries the signal
+    assert doc["lines"] == {"read": 7, "matched": 6, "skipped": 0, "ignored": 1}
     (inc,) = incs
     assert inc.cause_kind == "conntrack-overflow-reconnect-storm"
     assert inc.hosts == ["cartman06"] and inc.drops_logged == 1

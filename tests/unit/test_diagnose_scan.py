@@ -1,5 +1,5 @@
-"""Reading inputs: files, directories, .gz/.xz/.bz2, stdin, HOST=PATH, garbage; the grep-assisted path and the
-pure-Python loop give the same answer, across chunk boundaries too."""
+"""Reading inputs: files, directories, .gz/.xz/.bz2, stdin, HOST=PATH, garbage; one process or several over
+ranges of a file, big chunks or tiny ones: the same answer."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import gzip
 import io
 import lzma
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -36,11 +35,9 @@ def summary(r: scan.ScanResult) -> tuple[object, ...]:
     return (r.read, r.matched, r.skipped, evs, bks)
 
 
-@pytest.mark.skipif(shutil.which("grep") is None, reason="grep not installed")
-def test_grep_and_python_paths_agree_on_the_incident() -> None:
-    a = run(f"cartman06={FULL}/cartman06", str(FULL / "cartman01"), grep_min_bytes=0)
-    b = run(f"cartman06={FULL}/cartman06", str(FULL / "cartman01"), use_grep=False)
-    assert {i.via for i in a.inputs} == {"grep"} and {i.via for i in b.inputs} == {"python"}
+def test_parallel_ranges_and_one_stream_agree_on_the_incident() -> None:
+    a = run(f"cartman06={FULL}/cartman06", str(FULL / "cartman01"), workers=3, parallel_min_bytes=0)
+    b = run(f"cartman06={FULL}/cartman06", str(FULL / "cartman01"), workers=1)
     assert summary(a) == summary(b)
     assert a.read == sum(1 for p in FULL.rglob("*.log") for _ in p.open())
     kinds = {e.kind for e in a.events} | {k[1] for k in a.buckets}
@@ -50,16 +47,18 @@ def test_grep_and_python_paths_agree_on_the_incident() -> None:
 
 
 def test_small_chunks_do_not_lose_lines_or_suppressed_counts(monkeypatch: pytest.MonkeyPatch) -> None:
-    whole = run(str(FULL / "cartman06" / "kern.log"), use_grep=False)
+    whole = run(str(FULL / "cartman06" / "kern.log"), workers=1)
     monkeypatch.setattr(scan, "CHUNK", 97)  # many lines and suppression/table-full pairs cut at the boundary
-    tiny = run(str(FULL / "cartman06" / "kern.log"), use_grep=False)
+    tiny = run(str(FULL / "cartman06" / "kern.log"), workers=1)
     assert summary(whole) == summary(tiny)
+    cut = run(str(FULL / "cartman06" / "kern.log"), workers=4, parallel_min_bytes=0)  # ranges cut anywhere
+    assert summary(whole) == summary(cut)
     supp = [e for e in tiny.events if e.kind == model.SUPPRESSED]
     assert len(supp) == sum(1 for line in open(FULL / "cartman06" / "kern.log") if "callbacks suppressed" in line)
 
 
 def test_line_numbers_point_at_the_line(tmp_path: Path) -> None:
-    r = run(f"cartman06={FULL}/cartman06", use_grep=False)
+    r = run(f"cartman06={FULL}/cartman06", workers=1)
     for e in r.events[:200] + [b.first for b in list(r.buckets.values())[:200]]:
         with open(e.source, encoding="utf-8") as f:
             assert f.readlines()[e.line_no - 1].rstrip("\n") == e.text
@@ -99,7 +98,7 @@ def test_stdin(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_directories_and_host_assignment(tmp_path: Path) -> None:
-    r = run(f"cartman06={FULL}/cartman06", use_grep=False)
+    r = run(f"cartman06={FULL}/cartman06", workers=1)
     assert len(r.inputs) == 9 and all(i.host == "cartman06" for i in r.inputs)
     daemons = {i.daemon for i in r.inputs}
     assert daemons == {f"osd.{n}" for n in range(8)} | {""}
@@ -114,8 +113,8 @@ def test_garbage_counts_as_skipped(tmp_path: Path) -> None:
     good = (LOGS / "incident-2014" / "kern.log").read_bytes()
     p.write_bytes(b"\x00\x01\xff table full\n" + os.urandom(5000) + b"\n" + good + b"random table full text\n"
                   + b"no newline at the end table full")
-    for use_grep in (True, False):
-        r = run(str(p), use_grep=use_grep, grep_min_bytes=0)
+    for workers in (1, 2):
+        r = run(str(p), workers=workers, parallel_min_bytes=0)
         assert [e.kind for e in r.events] == [model.TABLE_FULL]
         assert r.skipped >= 3  # the NUL line, the random candidate, the unterminated last line
         assert r.read == p.read_bytes().count(b"\n") + 1

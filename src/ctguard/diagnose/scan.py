@@ -1,14 +1,16 @@
 """Reading the inputs, and the hot loop that finds the few lines that matter among millions.
 
-Design for throughput (measured in docs/benchmarks.md): nothing is done per line in Python except for
-candidate lines. A candidate line contains one of NEEDLES; finding them is C work.
-* Plain files: `grep -F -o -b -n` with all needles at once (Aho-Corasick-like multi-pattern search in C,
-  ASCII-only output, so binary garbage cannot upset the decoding), while this process counts lines and NUL
-  bytes in 8 MiB binary chunks in parallel (the two use the two cores); candidate lines are then read back by
-  offset through mmap. Without grep, or with `use_grep=False`, the pure-Python loop below does the same.
-* Compressed files (.gz/.xz/.bz2, recognised by their magic bytes) and stdin: the pure-Python loop over 8 MiB
-  chunks: `bytes.count` for lines, `bytes.find` per needle (C fastsearch) and line bounds with `rfind`.
-Only candidate lines are decoded (UTF-8, errors replaced) and run through the regular expressions.
+Design for throughput (figures in docs/benchmarks.md): nothing is done per line in Python except for candidate
+lines. The input is read in 8 MiB binary chunks; lines are counted with one vectorised pass (numpy, which
+matplotlib brings in anyway, 1 MiB at a time so it stays in cache; `bytes.count` without it); a candidate line
+contains one of a few long NEEDLES, found with `bytes.find` (CPython's C fastsearch, which skips ahead by the
+needle's length, so long needles of unusual characters are cheapest: about as fast as `grep` for one pattern;
+GNU grep with several -F patterns was measured 2-5 times slower than with one, so it is not used). Line bounds
+come from `rfind`/`find`; only candidate lines are decoded (UTF-8, errors replaced) and given to the regular
+expressions. Which needles a file gets depends on what its first 64 KiB look like (`needles_for`): the kernel
+and reconnect-loop needles always, the SimpleMessenger teardown lines for Firefly-era logs, the monitor
+messages for cluster and mon logs. Plain files of 32 MiB or more are split at line boundaries and read by up
+to 4 processes at once; compressed files (.gz/.xz/.bz2, by magic bytes) and stdin are one stream.
 """
 
 from __future__ import annotations
@@ -16,37 +18,43 @@ from __future__ import annotations
 import bz2
 import gzip
 import lzma
-import mmap
+import multiprocessing
 import os
 import re
-import shutil
 import sys
 import zlib
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field, replace
 from typing import BinaryIO, Protocol
 
-from ctguard import runner
 from ctguard.diagnose import kernel, model
 from ctguard.diagnose.lines import SKIPPED, SourceCtx, parse_line
-from ctguard.errors import CommandFailed
 
-# Every interesting line contains one of these (see ceph.py/kernel.py for the messages).
-NEEDLES: tuple[bytes, ...] = (
-    b"table full",  # kernel: nf_conntrack/ip_conntrack table full
-    b" >> ",  # every SimpleMessenger/AsyncMessenger connection line: `LOCAL >> PEER pipe(...)/conn(...)`
-    b"no reply from",  # heartbeat_check
-    b"marked ",  # wrongly marked me down / marked itself down / marked down after no beacon
-    b" failed (",  # mon: osd.N failed (...)
-    b" boot",  # mon: osd.N boot; OSD: starting boot process
-    b"slow ",  # slow requests / slow ops
+try:  # optional: 3x faster line counting; matplotlib (a dependency) brings numpy
+    import numpy as _np
+except ImportError:  # pragma: no cover - exercised where numpy is absent
+    _np = None  # type: ignore[assignment]
+
+# Needles (every interesting line contains one). Long needles of unusual characters are the cheapest.
+KERNEL_NEEDLES: tuple[bytes, ...] = (b"table full",)  # nf_conntrack/ip_conntrack: table full
+DAEMON_NEEDLES: tuple[bytes, ...] = (
+    b"lossy channel",  # messenger: (_)fault on lossy channel, failing (all messenger generations)
+    b"heartbeat_check",  # heartbeat_check: no reply from ... osd.N
+    b"marked me down",  # map eN wrongly marked me down
+    b"done with init",  # done with init, starting boot process (OSD process start)
+    b"slow requests",  # N slow requests (Firefly..Mimic), also the cluster log's REQUEST_SLOW
+    b"slow ops",  # N slow ops (Nautilus on), also the cluster log's SLOW_OPS
 )
+SIMPLE_NEEDLES: tuple[bytes, ...] = (b"couldn't read tag", b"writer finishing")  # SimpleMessenger teardown
+MON_NEEDLES: tuple[bytes, ...] = (b" failed (", b"marked itself down", b"marked down after", b" boot")
 SUPPRESSED = b"callbacks suppressed"  # only looked for right before a table-full line (kernel.py)
 CHUNK = 8 << 20
 MAX_LINE = 1 << 20  # a "line" longer than this without a newline is cut (binary blobs)
 MAX_PARSE = 8192  # characters of a candidate line given to the parser
-GREP_MIN_BYTES = 4 << 20  # below this the Python loop is as fast as starting grep
+PARALLEL_MIN_BYTES = 32 << 20
+MAX_WORKERS = 4
+
 
 class Reader(Protocol):
     def read(self, n: int = ..., /) -> bytes: ...
@@ -62,6 +70,7 @@ _KERNEL_SAMPLE_RE = re.compile(
     rb"(?m)( kernel: |^(?:\w+\s*:\s*\w+\s*: )?\[\s*\d+\.\d+\] |^\[[A-Z][a-z]{2} [A-Z][a-z]{2} |\"_TRANSPORT\" ?: ?\"kernel\")")
 _CEPH_SAMPLE_RE = re.compile(rb"(?m)^(?:debug )?\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d\S* [0-9a-f]{4,16} +-?\d+ ")
 _CLUSTER_SAMPLE_RE = re.compile(rb"(?m) (?:mon|osd)\.\S+ .{0,80}\[(?:INF|WRN|DBG|ERR)\] ")
+_MON_SAMPLE_RE = re.compile(rb"ceph-mon|log_channel\(cluster\) log \[\w+\] : osd\.")
 
 
 @dataclass(frozen=True)
@@ -77,7 +86,6 @@ class InputInfo:
     daemon: str
     kinds: list[str]  # "kernel", "ceph-daemon", "ceph-cluster" seen in the first 64 KiB
     compression: str
-    via: str  # "grep" or "python"
     lines: int = 0
     bytes: int = 0
     error: str = ""
@@ -183,12 +191,36 @@ def _open(path: str) -> tuple[Reader, str]:
     return raw, kind
 
 
-class _Lines:
-    """Per-source state of the Python loop."""
+def needles_for(daemon: str, head: bytes) -> tuple[bytes, ...]:
+    """The kernel and OSD needles always (a syslog can have both, anywhere); SimpleMessenger teardown lines
+    when the file looks like a Firefly-era OSD log; monitor messages for the cluster log, mon logs, and
+    inputs whose start shows nothing we know."""
+    out = KERNEL_NEEDLES + DAEMON_NEEDLES
+    if b" pipe(0x" in head:
+        out += SIMPLE_NEEDLES
+    if (daemon == "cluster" or daemon.startswith("mon.") or not sample_kinds(head)
+            or _CLUSTER_SAMPLE_RE.search(head) or _MON_SAMPLE_RE.search(head)):
+        out += MON_NEEDLES
+    return out
 
-    def __init__(self, ctx: SourceCtx, acc: ScanResult) -> None:
+
+def count_lines(buf: bytes, end: int) -> int:
+    if _np is None:
+        return buf.count(b"\n", 0, end)
+    mv = memoryview(buf)
+    n = 0
+    for i in range(0, end, 1 << 20):  # 1 MiB slices stay in cache: 3x faster than bytes.count here
+        n += int(_np.count_nonzero(_np.frombuffer(mv[i:min(i + (1 << 20), end)], dtype=_np.uint8) == 10))
+    return n
+
+
+class _Lines:
+    """Per-source state of the hot loop."""
+
+    def __init__(self, ctx: SourceCtx, acc: ScanResult, needles: tuple[bytes, ...]) -> None:
         self.ctx = ctx
         self.acc = acc
+        self.needles = needles
         self.lines = 0
         self.tail: list[tuple[int, bytes]] = []  # last lines of the previous buffer, for the lookback
         self.supp_done: set[int] = set()
@@ -209,7 +241,7 @@ class _Lines:
     def buffer(self, buf: bytes, end: int) -> None:
         """buf[:end] is whole lines, each ending with a newline."""
         find, rfind = buf.find, buf.rfind
-        nl = buf.count(b"\n", 0, end)
+        nl = count_lines(buf, end)
         # binary garbage: lines with a NUL byte (memchr speed)
         i = find(b"\x00", 0, end)
         while i != -1:
@@ -218,13 +250,13 @@ class _Lines:
             i = find(b"\x00", e, end)
         starts: dict[int, int] = {}
         lookback: list[int] = []
-        for nd in NEEDLES:
+        for nd in self.needles:
             i = find(nd, 0, end)
             while i != -1:
                 s = rfind(b"\n", 0, i) + 1
                 e = find(b"\n", i, end)
                 starts[s] = e
-                if nd is NEEDLES[0]:
+                if nd == KERNEL_NEEDLES[0]:  # (equality: needles may come pickled to a worker)
                     lookback.append(s)
                 i = find(nd, e, end)
         from_tail: list[tuple[int, bytes]] = []
@@ -249,8 +281,7 @@ class _Lines:
             pos = s
             self.emit(buf[s:starts[s]], ln + 1)
         self.lines = base + nl
-        # keep the last few lines for the next buffer's lookback
-        tail: list[tuple[int, bytes]] = []
+        tail: list[tuple[int, bytes]] = []  # the last few lines, for the next buffer's lookback
         pe = end
         for k in range(kernel.SUPPRESSED_WINDOW):
             if pe <= 0:
@@ -261,14 +292,15 @@ class _Lines:
         self.tail = tail[::-1]
 
 
-def _scan_python(stream: Reader, ctx: SourceCtx, acc: ScanResult, info: InputInfo,
-                 progress: Progress | None, total: int) -> None:
-    st = _Lines(ctx, acc)
+def _run(st: _Lines, stream: Reader, limit: int, info: InputInfo, progress: Progress | None, total: int) -> int:
+    """Feed `stream` through `st` in big chunks; with limit >= 0, stop after `limit` bytes (a range of a file
+    that starts and ends at line starts). Returns the bytes read."""
     carry = b""
     done = 0
     try:
         while True:
-            data = stream.read(CHUNK)
+            want = CHUNK if limit < 0 else min(CHUNK, limit - done)
+            data = stream.read(want) if want > 0 else b""
             if not data:
                 break
             done += len(data)
@@ -284,109 +316,118 @@ def _scan_python(stream: Reader, ctx: SourceCtx, acc: ScanResult, info: InputInf
     except (EOFError, OSError, lzma.LZMAError, zlib.error, ValueError) as e:
         info.error = f"stopped early: {type(e).__name__}: {e}"[:200]  # truncated/corrupt archive
     if carry:
-        st.buffer(carry + b"\n", len(carry) + 1)
-    info.lines = st.lines
-    info.bytes = done
+        carry += b"\n"
+        st.buffer(carry, len(carry))
+    return done
 
 
-def _count(path: str, acc: ScanResult, progress: Progress | None, source: str, total: int) -> tuple[int, int]:
-    """Lines and bytes of a plain file, and its NUL-byte (garbage) lines, read in big binary chunks."""
-    lines = done = 0
-    last = b"\n"
-    with open(path, "rb", buffering=0) as f:
+def _next_line_start(path: str, off: int) -> int:
+    """The offset of the first line that starts at or after `off`."""
+    if off == 0:
+        return 0
+    with open(path, "rb") as f:
+        f.seek(off - 1)
+        pos = off - 1
         while True:
-            b = f.read(CHUNK)
+            b = f.read(1 << 16)
             if not b:
-                break
-            done += len(b)
-            lines += b.count(b"\n")
-            i = b.find(b"\x00")
-            while i != -1:  # a NUL line that straddles two chunks is counted twice; harmless
-                e = b.find(b"\n", i)
-                acc.skipped += 1
-                if e == -1:
-                    break
-                i = b.find(b"\x00", e)
-            last = b[-1:]
-            if progress is not None:
-                progress(source, done, total)
-    if done and last != b"\n":
-        lines += 1
-    return lines, done
+                return pos
+            j = b.find(b"\n")
+            if j >= 0:
+                return pos + j + 1
+            pos += len(b)
 
 
-def _scan_grep(path: str, ctx: SourceCtx, acc: ScanResult, info: InputInfo, size: int,
-               progress: Progress | None) -> bool:
-    """The grep-assisted path; False if grep cannot be used (the caller then runs the Python loop)."""
-    grep = shutil.which("grep")
-    if grep is None:
-        return False
-    argv = [grep, "-a", "-n", "-b", "-o", "-F"]
-    for nd in (*NEEDLES, SUPPRESSED):
-        argv += ["-e", nd.decode()]
-    argv += ["--", path]
-    skipped_before = acc.skipped
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        fut = pool.submit(runner.run, argv, timeout=120 + size / 20e6, env={"LC_ALL": "C"})
-        try:
-            lines, nbytes = _count(path, acc, progress, info.source, size)
-        except OSError:
-            fut.result() if not fut.done() else None
-            raise
-        try:
-            done = fut.result()
-        except CommandFailed:
-            acc.skipped = skipped_before
-            return False
-    if done.returncode not in (0, 1):
-        acc.skipped = skipped_before
-        return False
-    hits: dict[int, int] = {}
-    for row in done.stdout.splitlines():
-        a, _, rest = row.partition(":")
-        b, _, _needle = rest.partition(":")
-        if a.isdigit() and b.isdigit():
-            hits.setdefault(int(a), int(b))
-    info.via, info.lines, info.bytes = "grep", lines, nbytes
-    if not hits:
-        return True
-    supp: list[model.Event] = []
-    full_lines: set[int] = set()
-    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-        n = len(mm)
-        for ln in sorted(hits):
-            off = hits[ln]
-            if off >= n or ln > lines:
-                continue  # the file grew while we read it
-            s = mm.rfind(b"\n", 0, off) + 1
-            e = mm.find(b"\n", off)
-            line = mm[s: e if e != -1 else n]
-            if b"\x00" in line:
+def _tail_before(path: str, off: int) -> list[bytes]:
+    """The lines just before offset `off` (a line start), for the suppressed-line lookback."""
+    if off == 0:
+        return []
+    lo = max(0, off - 8192)
+    with open(path, "rb") as f:
+        f.seek(lo)
+        b = f.read(off - lo)
+    return b.split(b"\n")[:-1][-kernel.SUPPRESSED_WINDOW:]
+
+
+def _scan_range(path: str, start: int, end: int, ctx: SourceCtx,
+                needles: tuple[bytes, ...]) -> tuple[ScanResult, int, str]:
+    """One worker's share of a big plain file; its lines are numbered from 1 within the range."""
+    acc = ScanResult()
+    info = InputInfo(source=path, host="", daemon="", kinds=[], compression="")
+    st = _Lines(ctx, acc, needles)
+    before = _tail_before(path, start)
+    st.tail = [(k - len(before) + 1, text) for k, text in enumerate(before)]  # lines 0, -1, -2 of the range
+    with open(path, "rb", buffering=0) as f:
+        f.seek(start)
+        _run(st, f, end - start, info, None, 0)
+    return acc, st.lines, info.error
+
+
+def _merge(into: ScanResult, part: ScanResult, line_offset: int, seen_supp: set[tuple[str, int]]) -> None:
+    def fix(e: model.Event) -> model.Event:
+        return replace(e, line_no=e.line_no + line_offset) if line_offset else e
+
+    into.matched += part.matched
+    into.skipped += part.skipped
+    for e in part.events:
+        e = fix(e)
+        if e.kind == model.SUPPRESSED:
+            if (e.source, e.line_no) in seen_supp:  # seen by both workers around a cut
+                into.matched -= 1
                 continue
-            got = parse_line(line[:MAX_PARSE].decode("utf-8", "replace"), ln, ctx)
-            if got is SKIPPED:
-                acc.skipped += 1
-            elif isinstance(got, model.Event):
-                if got.kind == model.SUPPRESSED:
-                    supp.append(got)
-                    continue
-                if got.kind == model.TABLE_FULL:
-                    full_lines.add(ln)
-                acc.add(got)
-    for ev in supp:  # the same rule as the Python loop's lookback
-        if any(ev.line_no + k in full_lines for k in range(1, kernel.SUPPRESSED_WINDOW + 1)):
-            acc.add(ev)
-    return True
+            seen_supp.add((e.source, e.line_no))
+        into.events.append(e)
+    for key, b in part.buckets.items():
+        have = into.buckets.get(key)
+        if have is None:
+            into.buckets[key] = model.Bucket(first=fix(b.first), count=b.count, peers=b.peers)
+        else:
+            have.count += b.count
+            have.peers |= set(list(b.peers)[: max(0, model.PEER_CAP - len(have.peers))])
+            if b.first.ts < have.first.ts:
+                have.first = fix(b.first)
+
+
+def _ranges(path: str, size: int, n: int) -> list[tuple[int, int]]:
+    cuts = [0]
+    for k in range(1, n):
+        c = _next_line_start(path, size * k // n)
+        if cuts[-1] < c < size:
+            cuts.append(c)
+    cuts.append(size)
+    return list(zip(cuts, cuts[1:], strict=False))
+
+
+def _scan_parallel(path: str, size: int, ctx: SourceCtx, needles: tuple[bytes, ...], acc: ScanResult,
+                   info: InputInfo, workers: int, progress: Progress | None) -> None:
+    ranges = _ranges(path, size, workers)
+    # fork: a worker needs nothing but its arguments, and starts in milliseconds
+    with ProcessPoolExecutor(max_workers=len(ranges), mp_context=multiprocessing.get_context("fork")) as pool:
+        futs = [pool.submit(_scan_range, path, a, b, ctx, needles) for a, b in ranges]
+        results = [f.result() for f in futs]
+    offset = 0
+    seen = {(e.source, e.line_no) for e in acc.events if e.kind == model.SUPPRESSED}
+    for (part, lines, err), (_a, b) in zip(results, ranges, strict=True):
+        _merge(acc, part, offset, seen)
+        offset += lines
+        if err and not info.error:
+            info.error = err
+        if progress is not None:
+            progress(info.source, b, size)
+    info.lines, info.bytes = offset, size
 
 
 def scan(specs: Iterable[InputSpec], make_ctx: Callable[[str, str, str], SourceCtx], *,
-         use_grep: bool = True, progress: Progress | None = None, grep_min_bytes: int = GREP_MIN_BYTES) -> ScanResult:
+         progress: Progress | None = None, workers: int | None = None,
+         parallel_min_bytes: int = PARALLEL_MIN_BYTES) -> ScanResult:
     """Read every input; unreadable ones are reported in `inputs[].error`, never raised."""
     acc = ScanResult()
+    if workers is None:
+        workers = min(MAX_WORKERS, os.cpu_count() or 1)
     for spec in expand(specs):
         daemon = daemon_from_name(spec.path) if spec.path != "-" else ""
         ctx = make_ctx(spec.path, spec.host, daemon)
-        info = InputInfo(source=spec.path, host=spec.host, daemon=daemon, kinds=[], compression="", via="python")
+        info = InputInfo(source=spec.path, host=spec.host, daemon=daemon, kinds=[], compression="")
         acc.inputs.append(info)
         try:
             stream, comp = _open(spec.path)
@@ -399,11 +440,14 @@ def scan(specs: Iterable[InputSpec], make_ctx: Callable[[str, str, str], SourceC
             size = os.path.getsize(spec.path) if plain else 0
             head = _peek_head(stream, spec.path, plain)
             info.kinds = sample_kinds(head)
-            if not comp and spec.path != "-" and use_grep and size >= grep_min_bytes:
-                if _scan_grep(spec.path, ctx, acc, info, size, progress):
-                    acc.read += info.lines
-                    continue
-            _scan_python(stream if plain or not head else _Prefixed(head, stream), ctx, acc, info, progress, size)
+            needles = needles_for(daemon, head)
+            if plain and workers > 1 and size >= parallel_min_bytes:
+                _scan_parallel(spec.path, size, ctx, needles, acc, info, workers, progress)
+            else:
+                st = _Lines(ctx, acc, needles)
+                info.bytes = _run(st, stream if plain or not head else _Prefixed(head, stream), -1, info,
+                                  progress, size)
+                info.lines = st.lines
             acc.read += info.lines
         except OSError as e:
             info.error = f"cannot read: {e.strerror or e}"
