@@ -130,3 +130,15 @@ def test_sample_kinds() -> None:
     assert scan.sample_kinds((FULL / "cartman06" / "ceph-osd.0.log").read_bytes()[:65536]) == ["ceph-daemon"]
     assert scan.sample_kinds((FULL / "cartman01" / "ceph.log").read_bytes()[:65536]) == ["ceph-cluster"]
     assert scan.sample_kinds(b"[ 8723.214092] hello\n") == ["kernel"]
+
+
+def test_needles_follow_what_the_file_is() -> None:
+    kern = b"Aug  6 15:23:48 h kernel: [1.0] x\n[ 8723.214092] y\n"
+    osd = b"2026-11-26T06:08:44.066+0000 7f36e0e336c0  2 x\n" * 20 + b"    \"name\": 1,\n"
+    syslog = kern + b"Aug  6 15:23:49 h ceph-osd[12]: 2026-11-26T06:08:44.066+0000 7f36e0e336c0  2 x\n"
+    assert scan.needles_for("", kern) == scan.KERNEL_NEEDLES  # kern.log/dmesg: no Ceph lines in there
+    assert scan.KERNEL_NEEDLES[0] not in scan.needles_for("osd.1", osd)  # Ceph's own log: no kernel lines
+    assert scan.MON_NEEDLES[0] not in scan.needles_for("osd.1", osd)
+    assert set(scan.needles_for("", syslog)) >= set(scan.KERNEL_NEEDLES + scan.DAEMON_NEEDLES)
+    assert set(scan.needles_for("cluster", b"")) >= set(scan.MON_NEEDLES)  # unknown: everything
+    assert set(scan.SIMPLE_NEEDLES) <= set(scan.needles_for("", b"x pipe(0x7f92 sd=1 l=1).fault\n"))

@@ -26,7 +26,7 @@ import zlib
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol
 
 from ctguard.diagnose import kernel, model
 from ctguard.diagnose.lines import SKIPPED, SourceCtx, parse_line
@@ -191,27 +191,49 @@ def _open(path: str) -> tuple[Reader, str]:
     return raw, kind
 
 
+_KERNEL_LINE_RE = re.compile(
+    rb"^(?:\S+ +\d+ [\d:.]+ \S+ kernel: |\d{4}-\S+ \S+ kernel: |(?:\w+\s*:\s*\w+\s*: )?\[[^\]]+\] |\d{4}-\d\d-\d\dT\S+,\d+\S* )")
+_NATIVE_LINE_RE = re.compile(rb"^(?:debug )?(?:\s*-?\d+> )?\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d")
+
+
 def needles_for(daemon: str, head: bytes) -> tuple[bytes, ...]:
-    """The kernel and OSD needles always (a syslog can have both, anywhere); SimpleMessenger teardown lines
-    when the file looks like a Firefly-era OSD log; monitor messages for the cluster log, mon logs, and
-    inputs whose start shows nothing we know."""
-    out = KERNEL_NEEDLES + DAEMON_NEEDLES
-    if b" pipe(0x" in head:
-        out += SIMPLE_NEEDLES
-    if (daemon == "cluster" or daemon.startswith("mon.") or not sample_kinds(head)
-            or _CLUSTER_SAMPLE_RE.search(head) or _MON_SAMPLE_RE.search(head)):
-        out += MON_NEEDLES
+    """The needles worth searching a file for, from its name and its first 64 KiB.
+
+    A file Ceph wrote itself (every sampled line starts with a Ceph timestamp) cannot hold kernel lines, and a
+    kernel-only log (kern.log, dmesg, journalctl -k: every sampled line is a kernel line) cannot hold Ceph
+    lines; anything else (syslog, a journal export, an empty or unknown start) gets every needle. Each needle
+    costs one pass over the data, so this is most of the speed on real inputs."""
+    lines = [x for x in head.split(b"\n")[:-1] if x.strip()][:400] if head else []
+    n_kernel = sum(1 for x in lines if _KERNEL_LINE_RE.match(x))
+    n_native = sum(1 for x in lines if _NATIVE_LINE_RE.match(x))
+    # Ceph's logs have multi-line dumps (config, JSON): 90 % for them; a syslog with a few non-kernel lines
+    # among kernel ones is not a kernel-only log
+    kernel_only = bool(lines) and n_kernel == len(lines)
+    ceph_only = bool(lines) and n_kernel == 0 and n_native >= 0.9 * len(lines)
+    out: tuple[bytes, ...] = ()
+    if not ceph_only:
+        out += KERNEL_NEEDLES
+    if not kernel_only:
+        out += DAEMON_NEEDLES
+        if b" pipe(0x" in head:
+            out += SIMPLE_NEEDLES
+        if (daemon == "cluster" or daemon.startswith("mon.") or not lines or not (n_kernel or n_native)
+                or _CLUSTER_SAMPLE_RE.search(head) or _MON_SAMPLE_RE.search(head)):
+            out += MON_NEEDLES
     return out
 
 
 def count_lines(buf: bytes, end: int) -> int:
-    if _np is None:
-        return buf.count(b"\n", 0, end)
+    return buf.count(b"\n", 0, end)
+
+
+def newline_positions(buf: bytes, end: int) -> Any:
+    """Offsets of every newline in buf[:end] (numpy array), 1 MiB at a time so the work stays in cache."""
+    assert _np is not None
     mv = memoryview(buf)
-    n = 0
-    for i in range(0, end, 1 << 20):  # 1 MiB slices stay in cache: 3x faster than bytes.count here
-        n += int(_np.count_nonzero(_np.frombuffer(mv[i:min(i + (1 << 20), end)], dtype=_np.uint8) == 10))
-    return n
+    parts = [_np.flatnonzero(_np.frombuffer(mv[i:min(i + (1 << 20), end)], dtype=_np.uint8) == 10) + i
+             for i in range(0, end, 1 << 20)]
+    return _np.concatenate(parts) if parts else _np.zeros(0, dtype=_np.int64)
 
 
 class _Lines:
@@ -241,7 +263,8 @@ class _Lines:
     def buffer(self, buf: bytes, end: int) -> None:
         """buf[:end] is whole lines, each ending with a newline."""
         find, rfind = buf.find, buf.rfind
-        nl = count_lines(buf, end)
+        nlpos = newline_positions(buf, end) if _np is not None else None
+        nl = len(nlpos) if nlpos is not None else count_lines(buf, end)
         # binary garbage: lines with a NUL byte (memchr speed)
         i = find(b"\x00", 0, end)
         while i != -1:
@@ -275,11 +298,16 @@ class _Lines:
         base = self.lines
         for ln, text in from_tail:
             self.emit(text, ln)
-        pos, ln = 0, base
-        for s in sorted(starts):
-            ln += buf.count(b"\n", pos, s)
-            pos = s
-            self.emit(buf[s:starts[s]], ln + 1)
+        order = sorted(starts)
+        if nlpos is not None:  # line numbers: how many newlines come before each candidate
+            for s, k in zip(order, _np.searchsorted(nlpos, order).tolist(), strict=True):
+                self.emit(buf[s:starts[s]], base + k + 1)
+        else:
+            pos, ln = 0, base
+            for s in order:
+                ln += buf.count(b"\n", pos, s)
+                pos = s
+                self.emit(buf[s:starts[s]], ln + 1)
         self.lines = base + nl
         tail: list[tuple[int, bytes]] = []  # the last few lines, for the next buffer's lookback
         pe = end
