@@ -79,8 +79,8 @@ def test_boot_time_option() -> None:
     from ctguard.cli.diagnose import _boot_time
     from ctguard.errors import BadInput
 
-    assert _boot_time("2026-11-26T06:00:00Z") == 1795586400.0
-    assert _boot_time("2026-11-26T08:00:00+02:00") == 1795586400.0
+    assert _boot_time("2026-11-26T06:00:00Z") == 1795672800.0
+    assert _boot_time("2026-11-26T08:00:00+02:00") == 1795672800.0
     assert _boot_time(None) is None
     with pytest.raises(BadInput):
         _boot_time("yesterday")
