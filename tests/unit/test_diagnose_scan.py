@@ -142,3 +142,14 @@ def test_needles_follow_what_the_file_is() -> None:
     assert set(scan.needles_for("", syslog)) >= set(scan.KERNEL_NEEDLES + scan.DAEMON_NEEDLES)
     assert set(scan.needles_for("cluster", b"")) >= set(scan.MON_NEEDLES)  # unknown: everything
     assert set(scan.SIMPLE_NEEDLES) <= set(scan.needles_for("", b"x pipe(0x7f92 sd=1 l=1).fault\n"))
+
+
+def test_giant_lines_are_cut_not_lost(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(scan, "CHUNK", 64)
+    monkeypatch.setattr(scan, "MAX_LINE", 100)
+    p = tmp_path / "blob.log"
+    good = (LOGS / "incident-2014" / "kern.log").read_bytes()
+    p.write_bytes(good + b"x" * 1000 + b"\n" + good)
+    r = run(str(p), workers=1)
+    assert [e.line_no for e in r.events if e.kind == model.TABLE_FULL][0] == 1
+    assert len([e for e in r.events if e.kind == model.TABLE_FULL]) == 2

@@ -37,14 +37,14 @@ except ImportError:  # pragma: no cover - exercised where numpy is absent
     _np = None  # type: ignore[assignment]
 
 # Needles (every interesting line contains one). Long needles of unusual characters are the cheapest.
-KERNEL_NEEDLES: tuple[bytes, ...] = (b"table full",)  # nf_conntrack/ip_conntrack: table full
+KERNEL_NEEDLES: tuple[bytes, ...] = (b", dropping packet",)  # every nf_conntrack/ip_conntrack table-full form
 DAEMON_NEEDLES: tuple[bytes, ...] = (
     b"lossy channel",  # messenger: (_)fault on lossy channel, failing (all messenger generations)
     b"heartbeat_check",  # heartbeat_check: no reply from ... osd.N
     b"marked me down",  # map eN wrongly marked me down
     b"done with init",  # done with init, starting boot process (OSD process start)
     b"slow requests",  # N slow requests (Firefly..Mimic), also the cluster log's REQUEST_SLOW
-    b"slow ops",  # N slow ops (Nautilus on), also the cluster log's SLOW_OPS
+    b"slow ops, oldest",  # N slow ops, oldest is/one ... (Nautilus on), also the cluster log's SLOW_OPS
 )
 SIMPLE_NEEDLES: tuple[bytes, ...] = (b"couldn't read tag", b"writer finishing")  # SimpleMessenger teardown
 MON_NEEDLES: tuple[bytes, ...] = (b" failed (", b"marked itself down", b"marked down after", b" boot")
@@ -223,11 +223,11 @@ def needles_for(daemon: str, head: bytes) -> tuple[bytes, ...]:
     return out
 
 
-def count_lines(buf: bytes, end: int) -> int:
+def count_lines(buf: bytes | bytearray, end: int) -> int:
     return buf.count(b"\n", 0, end)
 
 
-def newline_positions(buf: bytes, end: int) -> Any:
+def newline_positions(buf: bytes | bytearray, end: int) -> Any:
     """Offsets of every newline in buf[:end] (numpy array), 1 MiB at a time so the work stays in cache."""
     assert _np is not None
     mv = memoryview(buf)
@@ -260,7 +260,7 @@ class _Lines:
                 self.supp_done.add(line_no)
             self.acc.add(got)
 
-    def buffer(self, buf: bytes, end: int) -> None:
+    def buffer(self, buf: bytes | bytearray, end: int) -> None:
         """buf[:end] is whole lines, each ending with a newline."""
         find, rfind = buf.find, buf.rfind
         nlpos = newline_positions(buf, end) if _np is not None else None
@@ -301,13 +301,13 @@ class _Lines:
         order = sorted(starts)
         if nlpos is not None:  # line numbers: how many newlines come before each candidate
             for s, k in zip(order, _np.searchsorted(nlpos, order).tolist(), strict=True):
-                self.emit(buf[s:starts[s]], base + k + 1)
+                self.emit(bytes(buf[s:starts[s]]), base + k + 1)
         else:
             pos, ln = 0, base
             for s in order:
                 ln += buf.count(b"\n", pos, s)
                 pos = s
-                self.emit(buf[s:starts[s]], ln + 1)
+                self.emit(bytes(buf[s:starts[s]]), ln + 1)
         self.lines = base + nl
         tail: list[tuple[int, bytes]] = []  # the last few lines, for the next buffer's lookback
         pe = end
@@ -315,7 +315,7 @@ class _Lines:
             if pe <= 0:
                 break
             ps = rfind(b"\n", 0, pe - 1) + 1
-            tail.append((self.lines - k, buf[ps:pe - 1]))
+            tail.append((self.lines - k, bytes(buf[ps:pe - 1])))
             pe = ps
         self.tail = tail[::-1]
 
@@ -323,29 +323,42 @@ class _Lines:
 def _run(st: _Lines, stream: Reader, limit: int, info: InputInfo, progress: Progress | None, total: int) -> int:
     """Feed `stream` through `st` in big chunks; with limit >= 0, stop after `limit` bytes (a range of a file
     that starts and ends at line starts). Returns the bytes read."""
-    carry = b""
     done = 0
+    readinto = getattr(stream, "readinto", None)
+    buf = bytearray(CHUNK + MAX_LINE)  # reused: the partial last line moves to the front, the next read follows
+    mv = memoryview(buf)
+    have = 0  # bytes of a partial line at the front of buf
     try:
         while True:
             want = CHUNK if limit < 0 else min(CHUNK, limit - done)
-            data = stream.read(want) if want > 0 else b""
-            if not data:
+            if want <= 0:
                 break
-            done += len(data)
-            buf = carry + data if carry else data
-            end = buf.rfind(b"\n") + 1
-            if end == 0 and len(buf) > MAX_LINE:
-                buf, end = buf + b"\n", len(buf) + 1
+            if readinto is not None:
+                n = readinto(mv[have:have + want])
+            else:
+                data = stream.read(want)
+                n = len(data)
+                mv[have:have + n] = data
+            if not n:
+                break
+            done += n
+            filled = have + n
+            end = buf.rfind(b"\n", 0, filled) + 1
+            if filled - end > MAX_LINE:  # a megabyte without a newline (a binary blob): cut it here
+                end = filled
+                buf[end - 1:end] = b"\n"
             if end:
                 st.buffer(buf, end)
-            carry = buf[end:]
+            have = filled - end
+            if have:
+                buf[:have] = buf[end:filled]
             if progress is not None:
                 progress(info.source, done, total)
     except (EOFError, OSError, lzma.LZMAError, zlib.error, ValueError) as e:
         info.error = f"stopped early: {type(e).__name__}: {e}"[:200]  # truncated/corrupt archive
-    if carry:
-        carry += b"\n"
-        st.buffer(carry, len(carry))
+    if have:
+        last = bytes(buf[:have]) + b"\n"
+        st.buffer(last, len(last))
     return done
 
 
