@@ -18,9 +18,8 @@ import ipaddress
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from operator import itemgetter
 
-from ctguard.kernel.ctdump import Entry
+from ctguard.kernel.ctdump import ENTRY_LAYOUT, Batch, Entry, Layout
 from ctguard.kernel.nfnetlink import IPS_ASSURED, TCP_STATES
 from ctguard.kernel.sockets import Process, SocketTable
 from ctguard.model.roles import MON, OSD, OTHER, ROLES, PortRoles
@@ -29,13 +28,6 @@ PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 33: "dccp", 47: "gre", 58: "icmpv
 CEPH_PREFIXES = ("osd.", "mon.", "mgr.", "mds.")
 TOP_PEERS = 10
 
-_pss = itemgetter(1, 11, 10)  # proto, state, status
-_src_ep = itemgetter(2, 4)
-_dst_ep = itemgetter(3, 5)
-_src = itemgetter(2)
-_dst = itemgetter(3)
-_sport = itemgetter(4)
-_dport = itemgetter(5)
 
 
 @dataclass(frozen=True)
@@ -80,10 +72,34 @@ def address_text(a: bytes) -> str:
 
 
 class Accumulator:
-    """Feed it dump batches; `result()` gives the Breakdown. Memory is bounded by distinct keys."""
+    """Feed it dump batches; `result()` gives the Breakdown. Memory is bounded by distinct keys: endpoints
+    are only counted where they are a local socket's (the socket table is read before the dump)."""
 
-    def __init__(self, roles: PortRoles) -> None:
+    def __init__(self, roles: PortRoles, sockets: SocketTable) -> None:
         self._role_of = roles.table()
+        self.sockets = sockets
+        # Endpoints worth counting: connected local sockets (original source of outbound entries) and
+        # listening ones (original destination of inbound entries; wildcard listeners on every local address).
+        self._connected: dict[tuple[bytes, int], Process] = {}
+        self._listening: dict[tuple[bytes, int], Process] = {}
+        wildcard: dict[int, Process] = {}
+        self._local_remote: Counter[tuple[bytes, int]] = Counter()  # remote ends of connected sockets
+        for s in sockets.sockets:
+            owner = sockets.owners.get(s.inode)
+            if owner is None:
+                continue
+            if s.listening:
+                if s.proto != "tcp":
+                    continue
+                if any(s.local):
+                    self._listening.setdefault((s.local, s.lport), owner)
+                else:  # 0.0.0.0 or ::
+                    wildcard.setdefault(s.lport, owner)
+            else:
+                self._connected.setdefault((s.local, s.lport), owner)
+        for port, owner in wildcard.items():
+            for addr in sockets.local_addrs:
+                self._listening.setdefault((addr, port), owner)
         self.pss: Counter[tuple[int, int, int]] = Counter()
         self.roles: Counter[tuple[str, str]] = Counter()
         self.src_ep: Counter[tuple[bytes, int]] = Counter()
@@ -91,17 +107,18 @@ class Accumulator:
         self.addrs: Counter[bytes] = Counter()
         self.total = 0
 
-    def feed(self, batch: list[Entry]) -> None:
+    def feed(self, rows: list[Entry] | list[tuple[object, ...]], layout: Layout = ENTRY_LAYOUT) -> None:
+        """Count a batch of rows (Entries, or a template's raw rows read through its layout)."""
         r = self._role_of.__getitem__
-        self.total += len(batch)
-        self.pss.update(map(_pss, batch))
-        self.roles.update(zip(map(r, map(_dport, batch)), map(r, map(_sport, batch)), strict=True))
-        self.src_ep.update(map(_src_ep, batch))
-        self.dst_ep.update(map(_dst_ep, batch))
-        self.addrs.update(map(_src, batch))
-        self.addrs.update(map(_dst, batch))
+        self.total += len(rows)
+        self.pss.update(map(layout.pss, rows))
+        self.roles.update(zip(map(r, map(layout.dport, rows)), map(r, map(layout.sport, rows)), strict=True))
+        self.src_ep.update(filter(self._connected.__contains__, map(layout.src_ep, rows)))
+        self.dst_ep.update(filter(self._listening.__contains__, map(layout.dst_ep, rows)))
+        self.addrs.update(map(layout.src, rows))
+        self.addrs.update(map(layout.dst, rows))
 
-    def result(self, sockets: SocketTable) -> Breakdown:
+    def result(self) -> Breakdown:
         by_state: Counter[str] = Counter()
         by_proto: Counter[str] = Counter()
         assured = 0
@@ -114,9 +131,10 @@ class Accumulator:
         by_role: Counter[str] = Counter(dict.fromkeys(ROLES, 0))
         for (rd, rs), n in self.roles.items():
             by_role[rd if rd != OTHER else rs] += n
-        daemons, unattributed = _owners(self.src_ep, self.dst_ep, sockets, self.total)
-        local = sockets.local_addrs
-        peers = Counter({a: n for a, n in self.addrs.items() if a not in local})
+        daemons, unattributed = self._owners()
+        peers = self.addrs.copy()
+        for a in self.sockets.local_addrs:
+            peers.pop(a, None)
         top = tuple(Peer(address_text(a), n) for a, n in peers.most_common(TOP_PEERS))
         return Breakdown(
             total=self.total,
@@ -129,44 +147,29 @@ class Accumulator:
             top_peers=top,
         )
 
-
-def _owners(src_ep: Counter[tuple[bytes, int]], dst_ep: Counter[tuple[bytes, int]], sockets: SocketTable,
-            total: int) -> tuple[tuple[DaemonEntries, ...], int]:
-    """Entries per owning process. Loops run over sockets and listening endpoints, never over entries."""
-    per: Counter[Process] = Counter()
-    listeners: dict[tuple[bytes, int], Process] = {}
-    wildcard: dict[int, Process] = {}
-    counted_dst: Counter[tuple[bytes, int]] = Counter()  # inbound endpoints already counted from the src side
-    for s in sockets.sockets:
-        owner = sockets.owners.get(s.inode)
-        if owner is None:
-            continue
-        if s.listening:
-            if s.proto != "tcp":
-                continue
-            if any(s.local):
-                listeners.setdefault((s.local, s.lport), owner)
-            else:  # 0.0.0.0 or ::
-                wildcard.setdefault(s.lport, owner)
-        else:
-            n = src_ep.get((s.local, s.lport), 0)
-            if n:
-                per[owner] += n
-                counted_dst[(s.remote, s.rport)] += n
-    endpoints = dict(listeners)
-    for port, owner in wildcard.items():
-        for addr in sockets.local_addrs:
-            endpoints.setdefault((addr, port), owner)
-    for ep, owner in endpoints.items():
-        n = dst_ep.get(ep, 0) - counted_dst.get(ep, 0)  # minus local clients' connections, counted already
-        if n > 0:
-            per[owner] += n
-    out = tuple(DaemonEntries(p.name, p.pid, n) for p, n in per.most_common())
-    return out, total - sum(per.values())
+    def _owners(self) -> tuple[tuple[DaemonEntries, ...], int]:
+        """Entries per owning process. Loops run over sockets and endpoints, never over entries."""
+        per: Counter[Process] = Counter()
+        counted_dst: Counter[tuple[bytes, int]] = Counter()  # inbound endpoints already counted from the src side
+        remote_of = {(s.local, s.lport): (s.remote, s.rport) for s in self.sockets.sockets if not s.listening}
+        for ep, n in self.src_ep.items():
+            per[self._connected[ep]] += n
+            if ep in remote_of:
+                counted_dst[remote_of[ep]] += n
+        for ep, n in self.dst_ep.items():
+            n -= counted_dst.get(ep, 0)  # a local client's connection, counted already for the client
+            if n > 0:
+                per[self._listening[ep]] += n
+        out = tuple(DaemonEntries(p.name, p.pid, n) for p, n in per.most_common())
+        return out, self.total - sum(per.values())
 
 
-def breakdown(batches: Iterable[list[Entry]], sockets: SocketTable, roles: PortRoles | None = None) -> Breakdown:
-    acc = Accumulator(roles or PortRoles())
+def breakdown(batches: Iterable[Batch | list[Entry]], sockets: SocketTable,
+              roles: PortRoles | None = None) -> Breakdown:
+    acc = Accumulator(roles or PortRoles(), sockets)
     for b in batches:
-        acc.feed(b)
-    return acc.result(sockets)
+        if isinstance(b, Batch):
+            acc.feed(b.rows, b.layout)
+        else:
+            acc.feed(b)
+    return acc.result()
