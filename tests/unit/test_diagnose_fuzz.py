@@ -60,13 +60,15 @@ def test_scanner_never_raises_and_counts_lines(chunks: list[bytes], compress: bo
             f.write(gzip.compress(data) if compress else data)
         results = [scan.scan([scan.InputSpec(p)], lambda s, h, dm: SourceCtx(source=s, host=h, daemon=dm,
                                                                                 clock=CTX.clock),
-                             workers=w, parallel_min_bytes=0 if w > 1 else 1 << 40) for w in (1, 2)]
+                             workers=w, parallel_min_bytes=0 if w > 1 else 1 << 40, use_grep=g, grep_min_bytes=0)
+               for w, g in ((1, False), (2, False), (1, True))]
     lines = data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
     for r in results:
         assert r.read == lines and r.matched + r.skipped <= r.read + lines
         correlate.correlate(r)  # and the correlation never raises either
     if not compress:
-        assert [(e.kind, e.line_no) for e in results[0].events] == [(e.kind, e.line_no) for e in results[1].events]
+        want = [(e.kind, e.line_no) for e in results[0].events]
+        assert all([(e.kind, e.line_no) for e in r.events] == want for r in results)
 
 
 times = st.integers(min_value=calendar.timegm((2000, 1, 1, 0, 0, 0)), max_value=calendar.timegm((2037, 1, 1, 0, 0, 0)))

@@ -67,7 +67,7 @@ def document(res: ScanResult, incidents: list[Incident]) -> dict[str, Any]:
         "lines": {"read": res.read, "matched": res.matched, "skipped": res.skipped,
                   "ignored": max(0, res.read - res.matched - res.skipped)},
         "inputs": [{"source": i.source, "host": i.host, "daemon": i.daemon, "kinds": i.kinds,
-                    "compression": i.compression or None, "lines": i.lines, "bytes": i.bytes,
+                    "compression": i.compression or None, "via": i.via, "lines": i.lines, "bytes": i.bytes,
                     "error": i.error or None} for i in res.inputs],
         "incidents": [incident_doc(inc, n) for n, inc in enumerate(incidents, start=1)],
     }
