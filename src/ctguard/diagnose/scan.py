@@ -583,7 +583,8 @@ def scan(specs: Iterable[InputSpec], make_ctx: Callable[[str, str, str], SourceC
             head = _peek_head(stream, spec.path, plain)
             info.kinds = sample_kinds(head)
             needles = needles_for(daemon, head)
-            if plain and use_grep and size >= grep_min_bytes and \
+            # grep with one or two -F patterns is no faster than Python's find over one needle
+            if plain and use_grep and size >= grep_min_bytes and len(needles) >= 3 and \
                     _scan_grep(spec.path, ctx, acc, info, size, needles, progress):
                 pass
             elif plain and workers > 1 and size >= parallel_min_bytes:
