@@ -49,7 +49,7 @@ def test_message_parsers_never_raise(text: str) -> None:
     ceph.daemon_from_message(text)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.one_of(st.binary(max_size=200), loglike.map(lambda s: s.encode("utf-8", "replace"))), max_size=30),
        st.booleans(), st.booleans())
 def test_scanner_never_raises_and_counts_lines(chunks: list[bytes], compress: bool, newline_at_end: bool) -> None:
