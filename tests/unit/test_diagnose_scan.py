@@ -156,3 +156,21 @@ def test_giant_lines_are_cut_not_lost(tmp_path: Path, monkeypatch: pytest.Monkey
     r = run(str(p), workers=1)
     assert [e.line_no for e in r.events if e.kind == model.TABLE_FULL][0] == 1
     assert len([e for e in r.events if e.kind == model.TABLE_FULL]) == 2
+
+
+def test_fifo_is_read_as_a_stream(tmp_path: Path) -> None:
+    import threading
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    data = gzip.compress((LOGS / "incident-2014" / "kern.log").read_bytes())
+
+    def feed() -> None:
+        with open(fifo, "wb") as f:
+            f.write(data)
+
+    t = threading.Thread(target=feed)
+    t.start()
+    r = run(str(fifo), grep_min_bytes=0, parallel_min_bytes=0)
+    t.join(timeout=10)
+    assert r.inputs[0].compression == "gzip" and [e.kind for e in r.events] == [model.TABLE_FULL]

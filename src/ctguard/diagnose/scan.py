@@ -23,6 +23,7 @@ import multiprocessing
 import os
 import re
 import shutil
+import stat
 import sys
 import zlib
 from collections.abc import Callable, Iterable
@@ -179,14 +180,10 @@ def _magic_kind(head: bytes) -> str:
 
 
 def _open(path: str) -> tuple[Reader, str]:
-    if path == "-":
-        raw: BinaryIO = sys.stdin.buffer
-        peek = getattr(raw, "peek", None)
-        head = peek(6)[:6] if peek is not None else b""
-    else:
-        raw = open(path, "rb")  # noqa: SIM115 - closed by the caller
-        head = raw.read(6)
-        raw.seek(0)
+    """The input as a byte stream, decompressed by its magic bytes (peeked, so pipes and FIFOs work too)."""
+    raw: BinaryIO = sys.stdin.buffer if path == "-" else open(path, "rb")  # noqa: SIM115 - closed by the caller
+    peek = getattr(raw, "peek", None)
+    head = peek(6)[:6] if peek is not None else b""
     kind = _magic_kind(head)
     if kind == "gzip":
         return gzip.GzipFile(fileobj=raw, mode="rb"), kind
@@ -578,7 +575,8 @@ def scan(specs: Iterable[InputSpec], make_ctx: Callable[[str, str, str], SourceC
             continue
         info.compression = comp
         try:
-            plain = not comp and spec.path != "-"
+            # a regular file can be reopened, mapped and split; a pipe, FIFO or stdin is one stream
+            plain = not comp and spec.path != "-" and stat.S_ISREG(os.stat(spec.path).st_mode)
             size = os.path.getsize(spec.path) if plain else 0
             head = _peek_head(stream, spec.path, plain)
             info.kinds = sample_kinds(head)
@@ -597,6 +595,8 @@ def scan(specs: Iterable[InputSpec], make_ctx: Callable[[str, str, str], SourceC
             acc.read += info.lines
         except OSError as e:
             info.error = f"cannot read: {e.strerror or e}"
+        except Exception as e:  # noqa: BLE001 - one odd input must not cost the analysis of the others
+            info.error = f"not read to the end: {type(e).__name__}: {e}"[:200]
         finally:
             if spec.path != "-":
                 stream.close()
