@@ -264,6 +264,10 @@ class Table:
         e0, e1 = t0 + T, max(t1, t0) + T
         if q and abs(q[-1].e0 - e0) < 1e-9 and abs(q[-1].e1 - e1) < 1e-9:
             q[-1].n += n
+        elif q and q[-1].e1 <= e0 + 1e-9 and e1 - q[-1].e0 <= 2.0:
+            # coalesce into the previous cohort (expiries within 2 s): keeps the queues short
+            q[-1].e1 = e1
+            q[-1].n += n
         else:
             q.append(_Cohort(e0, e1, n))
         self.live[kind] += n
