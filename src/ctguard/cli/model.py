@@ -24,7 +24,7 @@ from ctguard.model import whatif
 from ctguard.model.ceph import RestartBehaviour
 from ctguard.model.plan import Current, make_plan, slab_entry_bytes
 from ctguard.model.scenario import ClusterSpec, Scenario, load
-from ctguard.model.simulate import STRATEGIES, Strategy
+from ctguard.model.simulate import STRATEGIES
 from ctguard.model.table import TableConfig, Timeouts
 from ctguard.runner import run
 
@@ -329,7 +329,7 @@ def plan(netns_name: str | None, netns_pid: int | None, as_json: bool, proc_root
             try:
                 os.makedirs(os.path.dirname(path), exist_ok=True)
                 tmp = path + ".ctguard-tmp"
-                with open(tmp, "w", encoding="ascii") as f:
+                with open(tmp, "w", encoding="utf-8") as f:
                     f.write(text)
                 os.replace(tmp, path)  # atomic: never a half-written file
             except OSError as e:

@@ -150,7 +150,7 @@ def make_plan(sc: Scenario, current: Current, safety: float = 2.0) -> Plan:
         "net.netfilter.nf_conntrack_tcp_timeout_time_wait", tw, tw_now,
         f"closing entries of restarted sessions stay {tw_now} s (+ up to one ~62 s GC cycle); {tw} s "
         "shortens that plateau and any overflow held by TIME_WAIT — it does not lower the peak, which comes "
-        "within ~10 s of the kill (lab: TIME_WAIT 20 s, same peak)"))
+        "within about 10 s of the kill (lab: TIME_WAIT 20 s, same peak)"))
     est_now = current.timeouts.get("tcp_timeout_established", sc.table.timeouts.established)
     items.append(Item(
         "net.netfilter.nf_conntrack_tcp_timeout_established", est_now, est_now,
