@@ -115,7 +115,7 @@ class HostConns:
     def local_pairs(self) -> list[tuple[int, int]]:
         return [(i, i + 1) for i in range(min(self.hb_local_pairs, max(0, self.osds - 1)))]
 
-    def as_dict(self) -> dict[str, float]:
+    def as_dict(self) -> dict[str, object]:
         return {
             "osds": self.osds,
             "baseline_entries": round(self.baseline, 1),
@@ -127,14 +127,14 @@ class HostConns:
                 "clients": round(self.clients, 1),
             },
             "local_osd_osd": self.local_conns,
-        }  # type: ignore[return-value]
+        }
 
 
 def distinct_peers(slots: float, candidates: int) -> float:
     """Expected number of distinct OSDs hit by `slots` PG replica slots spread over `candidates` OSDs."""
     if candidates <= 0:
         return 0.0
-    return candidates * (1.0 - (1.0 - 1.0 / candidates) ** slots)
+    return float(candidates * (1.0 - (1.0 - 1.0 / candidates) ** slots))
 
 
 def host_conns(
