@@ -57,5 +57,6 @@ def test_longer_gaps_never_raise_the_peak_once_steps_do_not_overlap(osds: int, c
     cfg = TableConfig(max=1 << 30, gc_phase_s=30.0, dump_every_s=1.0)
     p1 = HostSim(conns, cfg, Strategy("stagger", gap_s=g1), b).run().peak_entries
     p2 = HostSim(conns, cfg, Strategy("stagger", gap_s=g1 + more), b).run().peak_entries
-    # up to what expires within one dump interval: expired entries are freed only at a dump or GC pass
-    assert p2 <= p1 * 1.01 + 1.0
+    # up to the model's expiry resolution: expired entries are freed only at a dump (here every 1 s), and
+    # cohorts created within 2 s share one expiry span, so a step's entries may expire up to ~2 s late
+    assert p2 <= p1 * 1.03 + 2.0

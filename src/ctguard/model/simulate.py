@@ -389,9 +389,9 @@ class HostSim:
                       and t >= o.impaired_since + self.o.osd_heartbeat_grace_s - 1e-9):
                     o.flapped_at = t
         self.ramps = [r for r in self.ramps if r.t1 > t + 1e-9]
+        owners = {r.owner for r in self.ramps}
         self.active = [o for o in self.active if o.phase in ("down", "peering")
-                       or o.pending_infra > EPS or o.down_clients > EPS
-                       or any(r.owner == o.idx for r in self.ramps)]
+                       or o.pending_infra > EPS or o.down_clients > EPS or o.idx in owners]
         if (self.purge_after_s is not None and self.first_drop is not None and self.purged_at is None
                 and t >= self.first_drop + self.purge_after_s - 1e-9):
             self.table.purge()
@@ -455,8 +455,13 @@ class HostSim:
             if near_full or self._busy():
                 # while the table stays saturated nothing changes between events but the drop count:
                 # longer steps (up to 4x) keep a 15-minute loop cheap
-                sustained = self.last_drop is not None and self.last_drop >= t - 1e-9 and not self.ramps
-                nxt = min(nxt, t + self.fine_dt * (4.0 if sustained and near_full else 1.0))
+                sustained = (self.last_drop is not None and self.last_drop >= t - 1e-9 and not self.ramps
+                             and near_full)
+                grow = 1.0
+                if sustained and self.first_drop is not None:
+                    # saturated for long: only the GC passes and the deadlines change anything
+                    grow = 10.0 if t - self.first_drop > 60.0 else 4.0
+                nxt = min(nxt, t + self.fine_dt * grow)
             else:
                 rate = self._rates(t)
                 if rate > 0:
