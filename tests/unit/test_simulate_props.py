@@ -9,7 +9,7 @@ from ctguard.model.ceph import RestartBehaviour, host_conns
 from ctguard.model.simulate import HostSim, Strategy
 from ctguard.model.table import Kind, Table, TableConfig, Timeouts
 
-FAST = settings(max_examples=12, deadline=None)
+FAST = settings(max_examples=12, deadline=None, derandomize=True)
 
 
 @FAST
@@ -45,18 +45,29 @@ def test_more_table_never_worse(osds: int, clients: float, mx: int, extra: int, 
 
 @FAST
 @given(osds=st.integers(2, 6), clients=st.floats(0, 200), g1=st.floats(12, 60), more=st.floats(0.5, 60))
-def test_longer_gaps_never_raise_the_peak_once_steps_do_not_overlap(osds: int, clients: float, g1: float,
-                                                                      more: float) -> None:
-    """Stated precisely: for one-by-one restarts whose gap already exceeds a step (down + peering + ramp)
-    and a table that holds, a longer gap never raises the peak — earlier steps' TIME_WAIT has more time to
-    expire and be freed. (Not for overlapping steps, nor against all-at-once: the lab measured one-by-one
-    with 5 s gaps peaking higher than all at once.)"""
+def test_longer_gaps_never_raise_the_peak_when_expired_entries_go_at_once(osds: int, clients: float,
+                                                                          g1: float, more: float) -> None:
+    """Stated precisely: for one-by-one restarts whose gap already exceeds a step (down + peering + ramp),
+    on a table that holds and frees expired entries at once (here a dump every 0.1 s), a longer gap never
+    raises the peak: earlier steps' entries only have more time to expire. It is NOT a property of the
+    kernel's real table (see the next test), nor of overlapping steps, nor against all-at-once (the lab
+    measured one-by-one with 5 s gaps peaking higher than all at once)."""
     b = RestartBehaviour()
     conns = host_conns(4, osds, pgs_per_osd=50, clients_per_osd=clients)
     assert b.downtime_s + b.ramp_s + b.peering_s(conns.pgs_per_osd) < g1
-    cfg = TableConfig(max=1 << 30, gc_phase_s=30.0, dump_every_s=1.0)
+    cfg = TableConfig(max=1 << 30, gc_phase_s=30.0, dump_every_s=0.1)
     p1 = HostSim(conns, cfg, Strategy("stagger", gap_s=g1), b).run().peak_entries
     p2 = HostSim(conns, cfg, Strategy("stagger", gap_s=g1 + more), b).run().peak_entries
-    # up to the model's expiry resolution: expired entries are freed only at a dump (here every 1 s), and
-    # cohorts created within 2 s share one expiry span, so a step's entries may expire up to ~2 s late
-    assert p2 <= p1 * 1.03 + 2.0
+    # up to what expires within one 0.1 s dump interval, and the 2 s expiry span of merged cohorts
+    assert p2 <= p1 * 1.01 + 1.0
+
+
+def test_with_the_kernels_gc_a_longer_gap_can_raise_the_peak() -> None:
+    """Expired entries stay counted until the GC pass (~61.6 s cycle): whether the previous step's expired
+    entries are freed before the next step's peak depends on where the pass falls, so 20 s gaps can peak
+    higher than 16 s gaps. The model must show it rather than assume a longer gap helps."""
+    conns = host_conns(4, 3, pgs_per_osd=50, clients_per_osd=54)
+    cfg = TableConfig(max=1 << 30, gc_phase_s=30.0)
+    p16 = HostSim(conns, cfg, Strategy("stagger", gap_s=16)).run().peak_entries
+    p20 = HostSim(conns, cfg, Strategy("stagger", gap_s=20)).run().peak_entries
+    assert p20 > p16 * 1.1
