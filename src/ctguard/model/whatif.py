@@ -12,6 +12,7 @@ from typing import Any
 from ctguard.model.scenario import Scenario
 from ctguard.model.simulate import HostResult, HostSim
 
+
 @dataclass(frozen=True)
 class WhatIf:
     scenario: Scenario
