@@ -35,6 +35,7 @@ from ctguard.model.table import Kind, Table, TableConfig
 STRATEGIES = ("all-at-once", "stagger", "batch", "adaptive")
 FINE_DT = 0.5  # seconds per step while the table is at its limit
 EPS = 1e-6
+ONE = 0.5  # fewer than half a connection still waiting counts as none (the fluid model's tail)
 
 
 @dataclass(frozen=True)
@@ -253,9 +254,9 @@ class HostSim:
         return max(nxt, t + 1e-6)
 
     def _busy(self) -> bool:
-        if self.pending_host > EPS:
+        if self.pending_host > ONE:
             return True
-        return any(o.pending_infra > EPS or o.down_clients > EPS for o in self.active)
+        return any(o.pending_infra > ONE or o.down_clients > ONE for o in self.active)
 
     def _rates(self, t: float) -> float:
         """Entries per second the count grows by right now, if nothing is dropped."""
@@ -355,7 +356,7 @@ class HostSim:
         for o in self.active:
             if o.phase != "peering":
                 continue
-            if dropping or o.pending_infra > EPS:
+            if dropping or o.pending_infra > ONE:
                 # its own new sessions are among the dropped: peering starts over
                 o.progress = 0.0
                 if dropping and o.impaired_since is None:
@@ -377,7 +378,7 @@ class HostSim:
             if o.phase == "down" and t >= o.t_up - 1e-9:
                 o.phase = "peering"
             if o.phase == "peering":
-                if o.progress >= o.need - 1e-9 and o.pending_infra <= EPS:
+                if o.progress >= o.need - 1e-9 and o.pending_infra <= ONE:
                     o.phase, o.served_at = "up", t
                     o.impaired_since = None
                 elif t >= o.t_up + self.o.mon_osd_report_timeout_s - 1e-9:
@@ -391,7 +392,7 @@ class HostSim:
         self.ramps = [r for r in self.ramps if r.t1 > t + 1e-9]
         owners = {r.owner for r in self.ramps}
         self.active = [o for o in self.active if o.phase in ("down", "peering")
-                       or o.pending_infra > EPS or o.down_clients > EPS or o.idx in owners]
+                       or o.pending_infra > ONE or o.down_clients > ONE or o.idx in owners]
         if (self.purge_after_s is not None and self.first_drop is not None and self.purged_at is None
                 and t >= self.first_drop + self.purge_after_s - 1e-9):
             self.table.purge()
