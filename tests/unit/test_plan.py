@@ -118,3 +118,66 @@ def test_cluster_from_recorded_osd_dump() -> None:
 def test_text_chart_shape() -> None:
     out = text_chart([(0.0, 10.0), (5.0, 90.0), (10.0, 20.0)], 100, width=20, height=5)
     assert "=" in out and "#" in out and out.count("\n") == 6
+
+
+def _fake_host(tmp: str) -> str:
+    import shutil
+
+    root = os.path.join(tmp, "proc")
+    src = os.path.join(os.path.dirname(__file__), "..", "fixtures", "proc", "linux-6.18")
+    for sub in ("sys", "net"):
+        shutil.copytree(os.path.join(src, sub), os.path.join(root, sub), symlinks=True)
+    with open(os.path.join(root, "slabinfo"), "w") as f:
+        f.write(SLAB)
+    return root
+
+
+def _fake_ceph(calls: list[tuple[str, ...]]):  # type: ignore[no-untyped-def]
+    from ctguard.runner import Completed
+
+    def fake(argv, *, timeout, input=None, check=False, env=None):  # type: ignore[no-untyped-def]
+        argv = tuple(argv)
+        calls.append(argv)
+        assert timeout > 0 and argv[0] == "ceph" and argv[-2:] == ("-f", "json")
+        name = "ceph-osd-dump.json" if "dump" in argv else "ceph-osd-tree.json"
+        with open(os.path.join(FIX, name)) as f:
+            return Completed(argv, 0, f.read(), "")
+
+    return fake
+
+
+def test_simulate_from_cluster_recorded(runner: CliRunner, tmp_path: object, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    calls: list[tuple[str, ...]] = []
+    monkeypatch.setattr("ctguard.cli.model.run", _fake_ceph(calls))
+    monkeypatch.setattr("ctguard.cli.model.socket.gethostname", lambda: "cl-h2")
+    root = _fake_host(str(tmp_path))
+    r = runner.invoke(cli, ["simulate", "--from-cluster", "--proc-root", root, "--gc-phases", "1", "--json"])
+    assert r.exit_code in (0, 1, 2), r.output
+    doc = json.loads(r.output)
+    assert len(calls) == 2
+    assert doc["max"] == 262144 and doc["host"]["osds"] == 4
+    # the host's reading (200,000 entries in the fake tree) is its workload: 4 OSDs, 3 hosts
+    assert doc["baseline_entries"] == 200000
+
+
+def test_plan_reads_host_and_slab(runner: CliRunner, tmp_path: object) -> None:
+    root = _fake_host(str(tmp_path))
+    r = runner.invoke(cli, ["plan", "--host", "--proc-root", root, "--hosts", "3", "--osds-per-host", "4",
+                            "--conn-per-host", "190", "--pgs-per-osd", "16", "--json"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.output)
+    rec = {i["name"]: i for i in doc["recommendations"]}
+    assert rec["net.netfilter.nf_conntrack_max"]["current"] == 262144
+    assert doc["memory"]["entry_bytes_source"] == "slabinfo" and doc["memory"]["entry_bytes"] == 256
+    assert doc["current_overflows"] is False and doc["written"] == []
+
+
+def test_from_cluster_ceph_failure_is_one_line(runner: CliRunner, tmp_path: object, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from ctguard.runner import Completed
+
+    monkeypatch.setattr("ctguard.cli.model.run", lambda argv, **kw: Completed(
+        tuple(argv), 1, "", "[errno 110] RADOS timed out (error connecting to the cluster)\n"))
+    root = _fake_host(str(tmp_path))
+    r = runner.invoke(cli, ["simulate", "--from-cluster", "--proc-root", root])
+    assert r.exit_code == 3
+    assert "RADOS timed out" in r.output

@@ -19,7 +19,7 @@ from ctguard.cli.common import (
     proc_root_option,
     target_netns,
 )
-from ctguard.errors import BadInput, CannotRead, CommandFailed, Exit
+from ctguard.errors import BadInput, CannotRead, CommandFailed, CtguardError, Exit
 from ctguard.model import whatif
 from ctguard.model.ceph import RestartBehaviour
 from ctguard.model.plan import Current, make_plan, slab_entry_bytes
@@ -119,14 +119,16 @@ def build_scenario(params: dict[str, Any], proc_root: str, ns_name: str | None, 
         ns = target_netns(ns_name, ns_pid)
         s = conntrack_settings(ns, proc_root)
         ceph_entries = None
-        try:
+        if proc_root == "/proc":
+            # who holds the entries: one netlink dump (root); the counts alone suffice without it
             from ctguard.table.status import table_status
 
-            st = table_status(ns, breakdown=True, state_dir=None, proc_root=proc_root)
-            if st.breakdown is not None:
-                ceph_entries = st.breakdown.breakdown.ceph_daemon_entries
-        except Exception:  # noqa: BLE001 - the breakdown needs root and netlink; counts suffice
-            ceph_entries = None
+            try:
+                st = table_status(ns, breakdown=True, state_dir=None, proc_root=proc_root)
+            except CtguardError:
+                st = None
+            if st is not None and st.breakdown is not None:
+                ceph_entries = st.breakdown.breakdown.ceph_daemon_entries or None
         eb = None
         try:
             with open(os.path.join(proc_root, "slabinfo"), encoding="ascii", errors="replace") as f:
