@@ -100,6 +100,8 @@ def _cluster_opts(f: Any) -> Any:
         click.option("--close", "close_timeout", type=click.IntRange(min=1), default=None, metavar="S"),
         click.option("--client-active", type=click.FloatRange(0, 1), default=None,
                      help="Share of clients with I/O in flight (they re-open at once on a fault)."),
+        click.option("--other-entries", type=click.FloatRange(min=0), default=None, metavar="N",
+                     help="ASSURED entries of other services on the host (they hold slots throughout)."),
         click.option("--dump-every", type=click.FloatRange(min=0.1), default=None, metavar="S",
                      help="A table dump every S seconds frees expired entries (monitoring agents)."),
     ]):
@@ -178,6 +180,8 @@ def build_scenario(params: dict[str, Any], proc_root: str, ns_name: str | None, 
     strat = dataclasses.replace(strat, **over_s)
     if params.get("client_active") is not None:
         beh = dataclasses.replace(beh, client_active_fraction=params["client_active"])
+    if params.get("other_entries") is not None:
+        sc = dataclasses.replace(sc, other_entries=params["other_entries"])
     sc = dataclasses.replace(sc, cluster=cluster, table=table, strategy=strat,
                              behaviour=beh if isinstance(beh, RestartBehaviour) else RestartBehaviour())
     return sc.validate(), current
@@ -286,7 +290,7 @@ def simulate(netns_name: str | None, netns_pid: int | None, as_json: bool, proc_
         dist = doc["overflow_duration"]
         click.echo(f"{sc.strategy.label()} on a host of {sc.conns().osds} OSDs, "
                    f"{h.baseline:,.0f} entries, nf_conntrack_max {h.max:,}: {res.verdict}")
-        click.echo(f"  peak entries     {h.peak_entries:,.0f} ({h.peak_entries / h.baseline:.2f}x baseline) "
+        click.echo(f"  peak entries     {h.peak_entries:,.0f} ({doc['peak_ratio']:.2f}x baseline) "
                    f"at {h.peak_t:.0f} s")
         click.echo(f"  over the limit   {h.over_limit_s:.0f} s (GC phases: min {dist['min_s']} s, median "
                    f"{dist['median_s']} s, max {dist['max_s']} s; {dist['overflowing']}/{dist['phases']} overflow)")

@@ -38,6 +38,10 @@ class CephOptions:
     mon_osd_report_timeout_s: float = 900.0  # 15 min: the incident's "blocked for 15 minutes"
     ms_initial_backoff_s: float = 0.2
     ms_max_backoff_s: float = 15.0
+    # "shutdown the OSD if status flipping more than max_markdown_count times in recent max_markdown_period
+    # seconds" (src/common/config_opts.h): 5 in 600 s; 0 = no limit (assumption for the 2014 firefly OSDs)
+    osd_max_markdown_count: int = 5
+    osd_max_markdown_period_s: float = 600.0
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,7 @@ class RestartBehaviour:
     lossless_active_fraction: float = 0.25
     repeer_fraction: float = 0.25
     syn_retry_s: float = 1.0  # a dropped SYN is retried after 1 s (tcp_syn_linear_timeouts, §3)
+    reassert_s: float = 4.0  # marked down -> booted again once its messages pass (lab: drops end 62 s, boot 66 s)
 
     def peering_s(self, pgs: float) -> float:
         return self.peering_base_s + self.peering_per_pg_s * pgs

@@ -126,7 +126,8 @@ class Plan:
 def unconstrained_peak(sc: Scenario) -> float:
     """The restart's peak when the table never fills (the burst the table must hold)."""
     big = dataclasses.replace(sc.table, max=1 << 40, buckets=1 << 40)
-    return HostSim(sc.conns(), big, sc.strategy, sc.behaviour, sc.ceph).run().peak_entries
+    return HostSim(sc.conns(), big, sc.strategy, sc.behaviour, sc.ceph,
+                   other_entries=sc.other_entries).run().peak_entries
 
 
 def make_plan(sc: Scenario, current: Current, safety: float = 2.0) -> Plan:

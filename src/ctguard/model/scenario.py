@@ -12,6 +12,7 @@ File format (every key optional except where noted; unknown keys are an error, s
                 client_active_fraction: 1.0, repeer_fraction: 0.25, ...}
     gc_phases: 6          # GC phases to sweep for the distribution of overflow durations
     purge_after_s: null   # ctguard purge this long after the first drop (what-if)
+    other_entries: 0      # ASSURED entries of other services on the host (never evicted)
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ class Scenario:
     gc_phases: int = 6
     purge_after_s: float | None = None
     name: str = ""
+    other_entries: float = 0.0  # ASSURED entries not Ceph's (other services; the lab's filler)
 
     def conns(self) -> HostConns:
         c = self.cluster
@@ -82,6 +84,8 @@ class Scenario:
         for name in ("client_active_fraction", "rst_fraction", "repeer_fraction", "lossless_active_fraction"):
             if not 0 <= getattr(b, name) <= 1:
                 raise BadInput(f"behaviour: {name} must be between 0 and 1")
+        if self.other_entries < 0:
+            raise BadInput("other_entries must be >= 0")
         if not 1 <= self.gc_phases <= 64:
             raise BadInput("gc_phases must be between 1 and 64")
         self.conns()  # raises BadInput when conn_per_host is too small for the topology
@@ -121,7 +125,8 @@ def _build(cls: type[Any], data: Any, where: str) -> Any:
 def from_mapping(doc: Any, name: str = "") -> Scenario:
     if not isinstance(doc, Mapping):
         raise BadInput("scenario: expected a mapping at the top level")
-    known = {"cluster", "table", "strategy", "ceph", "behaviour", "gc_phases", "purge_after_s", "name"}
+    known = {"cluster", "table", "strategy", "ceph", "behaviour", "gc_phases", "purge_after_s", "name",
+             "other_entries"}
     for key in doc:
         if key not in known:
             raise BadInput(f"scenario: unknown key {key!r} (known: {', '.join(sorted(known))})")
@@ -139,7 +144,11 @@ def from_mapping(doc: Any, name: str = "") -> Scenario:
     purge = doc.get("purge_after_s")
     if purge is not None and (isinstance(purge, bool) or not isinstance(purge, int | float) or purge < 0):
         raise BadInput("purge_after_s: expected a number >= 0")
+    other = doc.get("other_entries", 0)
+    if isinstance(other, bool) or not isinstance(other, int | float) or other < 0:
+        raise BadInput("other_entries: expected a number >= 0")
     return Scenario(
+        other_entries=float(other),
         cluster=_build(ClusterSpec, doc.get("cluster"), "cluster"),
         table=table,
         strategy=_build(Strategy, doc.get("strategy"), "strategy"),

@@ -67,7 +67,7 @@ def fixed_schedule(strategy: Strategy, osds: int) -> list[tuple[float, tuple[int
 @dataclass(eq=False)
 class _Osd:
     idx: int
-    phase: str = "up"  # up (serving) | down | peering | out (marked down for good)
+    phase: str = "up"  # up (serving) | down | peering | marked (by the mon, will reassert) | out (for good)
     t_kill: float = 0.0
     t_up: float = 0.0
     need: float = 0.0  # peering seconds needed
@@ -78,8 +78,9 @@ class _Osd:
     refused_rate: float = 0.0
     impaired_since: float | None = None
     served_at: float | None = None
-    flapped_at: float | None = None
-    out_at: float | None = None
+    flapped_at: float | None = None  # first time the mon marked it down (it came back: "wrongly marked")
+    out_at: float | None = None  # marked down for good
+    markdowns: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -108,6 +109,7 @@ class HostResult:
     settle_s: float | None  # first kill -> count back within 2 % of the baseline
     marked_down: tuple[int, ...]  # OSD indices marked down for good (the loop's end)
     flapped: tuple[int, ...]  # OSD indices wrongly marked down (heartbeat grace) that came back
+    markdowns: int  # times the mon marked one of them down (flaps included)
     not_restarted: tuple[int, ...]  # adaptive: OSDs it would not restart (even one does not fit)
     steps: tuple[tuple[float, tuple[int, ...]], ...]
     gc_phase_s: float
@@ -130,6 +132,7 @@ class HostSim:
         record: bool = False,
         purge_after_s: float | None = None,
         fine_dt: float = FINE_DT,
+        other_entries: float = 0.0,
     ) -> None:
         if strategy.name not in STRATEGIES:
             raise ValueError(f"unknown strategy {strategy.name!r}")
@@ -141,14 +144,17 @@ class HostSim:
         self.record = record
         self.purge_after_s = purge_after_s
         self.fine_dt = fine_dt
-        self.table = Table(table, open_entries=conns.baseline)
+        # other_entries: ASSURED entries that are not Ceph's (other services, the lab's filler): they hold
+        # slots for the whole what-if and are never evicted
+        self.other = max(0.0, other_entries)
+        self.table = Table(table, open_entries=conns.baseline + self.other)
         self.pairs = tuple(conns.local_pairs())
         self.osds = [_Osd(i, live_clients=conns.clients) for i in range(conns.osds)]
         self.ramps: list[_Ramp] = []
         self.active: list[_Osd] = []  # OSDs with something going on (down, peering, retrying)
         self.pending_host = 0.0  # re-opened OSD<->OSD sessions of up OSDs whose SYN was dropped
         self.series: list[tuple[float, float, float, float, float]] = []
-        self.peak = conns.baseline
+        self.peak = conns.baseline + max(0.0, other_entries)
         self.peak_t = 0.0
         self.over_s = 0.0
         self.first_drop: float | None = None
@@ -242,8 +248,12 @@ class HostSim:
                 if o.progress < o.need:
                     nxt = min(nxt, t + (o.need - o.progress))
                 nxt = min(nxt, o.t_up + self.o.mon_osd_report_timeout_s)
-                if o.impaired_since is not None and o.flapped_at is None:
+                if o.impaired_since is not None:
                     nxt = min(nxt, o.impaired_since + self.o.osd_heartbeat_grace_s)
+            elif o.phase == "marked":
+                quiet = (self.last_drop or 0.0) + 1.0
+                nxt = min(nxt, max(quiet, o.markdowns[-1] + self.b.reassert_s, t + 1e-3))
+                nxt = min(nxt, o.t_up + self.o.mon_osd_report_timeout_s)
         for r in self.ramps:
             if r.t0 > t:
                 nxt = min(nxt, r.t0)
@@ -382,25 +392,53 @@ class HostSim:
                     o.phase, o.served_at = "up", t
                     o.impaired_since = None
                 elif t >= o.t_up + self.o.mon_osd_report_timeout_s - 1e-9:
-                    # marked down for good: clients stop talking to it, the loop stops
-                    o.phase, o.out_at = "out", t
-                    self.table.close_open(o.live_clients, Kind.TIME_WAIT, t)
-                    o.live_clients = o.down_clients = o.pending_infra = 0.0
-                elif (o.impaired_since is not None and o.flapped_at is None
+                    self._out(o, t)
+                elif (o.impaired_since is not None
                       and t >= o.impaired_since + self.o.osd_heartbeat_grace_s - 1e-9):
-                    o.flapped_at = t
+                    self._markdown(o, t)
+            elif o.phase == "marked":
+                if t >= o.t_up + self.o.mon_osd_report_timeout_s - 1e-9:
+                    self._out(o, t)
+                elif (t >= o.markdowns[-1] + self.b.reassert_s - 1e-9
+                      and (self.last_drop is None or t >= self.last_drop + 1.0 - 1e-9)):
+                    # "wrongly marked me down": it boots again once its messages get through; the clients
+                    # come back on the new map and it peers again
+                    o.phase, o.progress, o.impaired_since = "peering", 0.0, None
+                    self.ramps.append(_Ramp(t, t + self.b.ramp_s, 0.0, self.c.clients / self.b.ramp_s, o.idx))
         self.ramps = [r for r in self.ramps if r.t1 > t + 1e-9]
         owners = {r.owner for r in self.ramps}
-        self.active = [o for o in self.active if o.phase in ("down", "peering")
+        self.active = [o for o in self.active if o.phase in ("down", "peering", "marked")
                        or o.pending_infra > ONE or o.down_clients > ONE or o.idx in owners]
         if (self.purge_after_s is not None and self.first_drop is not None and self.purged_at is None
                 and t >= self.first_drop + self.purge_after_s - 1e-9):
             self.table.purge()
             self.purged_at = t
 
+    def _markdown(self, o: _Osd, t: float) -> None:
+        """The mon marks o down: its peers could not reach it for the heartbeat grace. Clients stop using it
+        (their sessions close), so its share of the reconnect loop stops. osd_max_markdown_count marks
+        within osd_max_markdown_period and the OSD shuts itself down."""
+        o.markdowns.append(t)
+        if o.flapped_at is None:
+            o.flapped_at = t
+        self.table.close_open(o.live_clients, Kind.TIME_WAIT, t)
+        o.live_clients = o.down_clients = 0.0
+        o.phase, o.impaired_since = "marked", None
+        limit = self.o.osd_max_markdown_count
+        recent = [m for m in o.markdowns if m > t - self.o.osd_max_markdown_period_s]
+        if limit > 0 and len(recent) >= limit:
+            self._out(o, t)
+
+    def _out(self, o: _Osd, t: float) -> None:
+        """Marked down for good (report timeout, or it shut itself down after flapping): clients stop talking
+        to it, the loop stops."""
+        o.phase, o.out_at = "out", t
+        self.table.close_open(o.live_clients, Kind.TIME_WAIT, t)
+        o.live_clients = o.down_clients = o.pending_infra = 0.0
+
     def _adaptive_step(self, t: float) -> None:
         # one step at a time: wait until the previous one serves again
-        if any(o.phase in ("down", "peering") for o in self.active) or self._busy():
+        if any(o.phase in ("down", "peering", "marked") for o in self.active) or self._busy():
             return
         room = self.s.target_fill * self.cfg.max - self.table.count
         cap = len(self.remaining) if self.s.batch <= 0 else min(self.s.batch, len(self.remaining))
@@ -411,8 +449,9 @@ class HostSim:
                 break
         if k == 0:
             # nothing fits now; if the table is back at its baseline it never will
-            drained = self.table.count <= self.c.baseline * 1.02 + 1
-            if drained and self.predicted_burst(1) > self.s.target_fill * self.cfg.max - self.c.baseline:
+            drained = self.table.count <= self.c.baseline * 1.02 + 1 + self.other
+            if drained and self.predicted_burst(1) > (self.s.target_fill * self.cfg.max - self.c.baseline
+                                                      - self.other):
                 self.not_restarted = tuple(self.remaining)
                 self.remaining = []
             return
@@ -446,7 +485,7 @@ class HostSim:
             if self._quiet():
                 if quiet_since is None:
                     quiet_since = t
-                if self.table.count <= self.c.baseline * 1.02 + 1:
+                if self.table.count <= self.c.baseline * 1.02 + 1 + self.other:
                     settle = t if settle is None else settle
                     break
             else:
@@ -493,6 +532,7 @@ class HostSim:
             settle_s=(settle - start) if settle is not None else None,
             marked_down=tuple(o.idx for o in self.osds if o.out_at is not None),
             flapped=tuple(o.idx for o in self.osds if o.flapped_at is not None and o.out_at is None),
+            markdowns=sum(len(o.markdowns) for o in self.osds),
             not_restarted=self.not_restarted,
             steps=tuple(self.steps_done),
             gc_phase_s=self.cfg.gc_phase_s,

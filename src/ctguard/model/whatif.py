@@ -71,7 +71,8 @@ class WhatIf:
             "max": h.max,
             "baseline_entries": round(h.baseline),
             "peak_entries": round(h.peak_entries),
-            "peak_ratio": round(h.peak_entries / h.baseline, 2) if h.baseline else None,
+            "peak_ratio": round((h.peak_entries - sc.other_entries) / h.baseline, 2) if h.baseline else None,
+            "other_entries": round(sc.other_entries),
             "peak_t_s": round(h.peak_t, 1),
             "overflow": h.overflow,
             "over_limit_s": round(h.over_limit_s, 1),
@@ -104,7 +105,8 @@ def phases(sc: Scenario) -> list[float]:
 def _one(sc: Scenario, phase: float, record: bool) -> HostResult:
     table = dataclasses.replace(sc.table, gc_phase_s=phase)
     return HostSim(sc.conns(), table, sc.strategy, sc.behaviour, sc.ceph, record=record,
-                   purge_after_s=sc.purge_after_s).run()
+                   purge_after_s=sc.purge_after_s,
+                   other_entries=sc.other_entries).run()
 
 
 def run(sc: Scenario, record: bool = False) -> WhatIf:
@@ -159,7 +161,8 @@ def run_fleet(sc: Scenario, progress: Callable[[int, int], None] | None = None,
         r = cache.get(k) if memo else None
         if r is None:
             table = dataclasses.replace(sc.table, gc_phase_s=sweep[k])
-            r = HostSim(conns, table, sc.strategy, sc.behaviour, sc.ceph, purge_after_s=sc.purge_after_s).run()
+            r = HostSim(conns, table, sc.strategy, sc.behaviour, sc.ceph, purge_after_s=sc.purge_after_s,
+                        other_entries=sc.other_entries).run()
             cache[k] = r
         over += r.overflow
         if r.peak_entries > worst:
