@@ -181,3 +181,10 @@ def test_from_cluster_ceph_failure_is_one_line(runner: CliRunner, tmp_path: obje
     r = runner.invoke(cli, ["simulate", "--from-cluster", "--proc-root", root])
     assert r.exit_code == 3
     assert "RADOS timed out" in r.output
+
+
+def test_plan_files_are_ascii() -> None:
+    sc = load(os.path.join(FIX, "seed-2014.yaml"))
+    p = make_plan(sc, Current(max=65536, buckets=16384, cores=8))
+    p.sysctl_conf().encode("ascii")
+    p.modprobe_conf().encode("ascii")

@@ -297,7 +297,8 @@ def simulate(netns_name: str | None, netns_pid: int | None, as_json: bool, proc_
         click.echo(f"  drops            {h.drops:,.0f}")
         click.echo(f"  recovery         {h.recovery_s:.0f} s (table back at baseline after "
                    f"{'-' if h.settle_s is None else f'{h.settle_s:.0f}'} s)")
-        click.echo(f"  OSDs marked down {len(h.marked_down)} (wrongly, came back: {len(h.flapped)})")
+        click.echo(f"  OSDs marked down {len(h.marked_down)} for good, {len(h.flapped)} wrongly and back "
+                   f"({h.markdowns} mark-downs in all)")
         for r in res.reasons():
             click.echo(f"  - {r}")
         if chart:
@@ -354,7 +355,7 @@ def plan(netns_name: str | None, netns_pid: int | None, as_json: bool, proc_root
         click.echo(f"  memory: {p.memory_bytes / 2**20:,.1f} MiB at {p.entry_bytes} B per entry "
                    f"({p.entry_bytes_source}) + 8 B per bucket")
         click.echo(f"  kube-proxy would set {p.kube_proxy_max:,} (max(131072, 32768 x {current.cores} cores))")
-        click.echo(f"  untrack the Ceph ports instead: {'yes' if p.untrack_better else 'not needed'} — "
+        click.echo(f"  untrack the Ceph ports instead: {'yes' if p.untrack_better else 'not needed'}: "
                    f"{p.untrack_reason}")
         if written:
             click.echo("written: " + ", ".join(written))

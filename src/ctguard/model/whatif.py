@@ -83,6 +83,7 @@ class WhatIf:
             "settle_s": None if h.settle_s is None else round(h.settle_s, 1),
             "osds_marked_down": len(h.marked_down),
             "osds_flapped": len(h.flapped),
+            "markdowns": h.markdowns,
             "osds_not_restarted": len(h.not_restarted),
             "steps": [{"t_s": round(t, 1), "osds": list(ids)} for t, ids in h.steps],
             "gc_phase_s": round(h.gc_phase_s, 1),
