@@ -188,3 +188,19 @@ def test_plan_files_are_ascii() -> None:
     p = make_plan(sc, Current(max=65536, buckets=16384, cores=8))
     p.sysctl_conf().encode("ascii")
     p.modprobe_conf().encode("ascii")
+
+
+def test_cli_simulate_rolling_json(runner: CliRunner) -> None:
+    r = runner.invoke(cli, ["simulate", "--hosts", "4", "--osds-per-host", "3", "--clients-per-osd", "50",
+                            "--strategy", "stagger", "--gap", "10", "--rolling", "--json"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["hosts"] == 4 and doc["osds"] == 12 and doc["overflowing_hosts"] == 0
+    events = [json.loads(line) for line in r.stderr.splitlines()]
+    assert events[-1]["event"] == "simulate.progress" and events[-1]["hosts_done"] == 4
+
+
+def test_cli_simulate_bad_flags_exit_3(runner: CliRunner) -> None:
+    r = runner.invoke(cli, ["simulate", "--hosts", "6", "--osds-per-host", "8", "--conn-per-host", "100"])
+    assert r.exit_code == 3
+    assert "fewer than the" in r.output
