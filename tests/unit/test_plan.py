@@ -204,3 +204,13 @@ def test_cli_simulate_bad_flags_exit_3(runner: CliRunner) -> None:
     r = runner.invoke(cli, ["simulate", "--hosts", "6", "--osds-per-host", "8", "--conn-per-host", "100"])
     assert r.exit_code == 3
     assert "fewer than the" in r.output
+
+
+def test_plan_host_workload_is_the_hosts_count(runner: CliRunner, tmp_path: object) -> None:
+    root = _fake_host(str(tmp_path))
+    r = runner.invoke(cli, ["plan", "--host", "--proc-root", root, "--hosts", "3", "--osds-per-host", "4",
+                            "--json"])
+    assert r.exit_code in (0, 1), r.output
+    doc = json.loads(r.output)
+    assert doc["baseline_entries"] == 200000  # nf_conntrack_count of the fake host
+    assert doc["peak_entries"] > 200000

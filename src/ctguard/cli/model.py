@@ -150,6 +150,19 @@ def build_scenario(params: dict[str, Any], proc_root: str, ns_name: str | None, 
             conn = float(ceph_entries if ceph_entries else s.count)
             cluster = dataclasses.replace(spec, osds_per_host=mine or spec.osds_per_host,
                                           conn_per_host=conn, clients_per_osd=None)
+            if ceph_entries:
+                # what is not Ceph's holds its slots through the restart
+                sc = dataclasses.replace(sc, other_entries=float(max(0, s.count - ceph_entries)))
+        else:
+            table = dataclasses.replace(table, max=s.max, buckets=s.buckets,
+                                        timeouts=Timeouts.from_sysctl(s.timeouts))
+        if not params.get("from_cluster") and not params.get("scenario_file") \
+                and params.get("conn_per_host") is None and params.get("clients_per_osd") is None:
+            # plan --host: the measured workload is this host's reading (its Ceph share when known)
+            cluster = dataclasses.replace(cluster, conn_per_host=float(ceph_entries or s.count),
+                                          clients_per_osd=None)
+            if ceph_entries:
+                sc = dataclasses.replace(sc, other_entries=float(max(0, s.count - ceph_entries)))
     over_c: dict[str, Any] = {}
     for key in ("hosts", "osds_per_host", "conn_per_host", "clients_per_osd", "pgs_per_osd"):
         if params.get(key) is not None:
