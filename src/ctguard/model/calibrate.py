@@ -18,7 +18,8 @@ from ctguard.model.scenario import ClusterSpec, Scenario
 from ctguard.model.simulate import Strategy
 from ctguard.model.table import TableConfig, Timeouts
 
-LAB_PGS_PER_OSD = 16.0  # the lab's pools: 64 + 1 PGs x size 3 over 12 OSDs (ceph-lab.md §3)
+LAB_PGS = 65  # the lab's pools: rbdtest 64 PGs + device_health_metrics 1, size 3 (ceph-lab.md §3)
+LAB_SIZE = 3
 LAB_DUMP_EVERY_S = 0.5  # the sampler lists the table at 2 Hz; a dump frees expired entries (§6b)
 
 
@@ -33,10 +34,14 @@ class Measured:
     marked_down: int
 
 
+LAB_PURGE_AFTER_S = 0.1  # the lab purges at the first drop its 10 Hz sampler sees
+
+
 def applicable(meta: Mapping[str, Any]) -> bool:
-    """Scenarios the model predicts: plain restarts (no notrack, purge or ctguard restart in the run)."""
+    """Scenarios the model predicts: restarts, with or without purges (not notrack, which takes Ceph out of
+    the table, nor ctguard restart, whose gate is another capability)."""
     sc = meta.get("scenario") or {}
-    return not (sc.get("untracked") or sc.get("purge") or sc.get("ctguard_restart"))
+    return not (sc.get("untracked") or sc.get("ctguard_restart"))
 
 
 def measured(rows: Iterable[Mapping[str, Any]]) -> Measured:
@@ -84,7 +89,8 @@ def scenario(rows: Iterable[Mapping[str, Any]], run: Mapping[str, Any] | None = 
     strategy = Strategy("all-at-once") if sc.get("all_at_once", True) else Strategy(
         "stagger", gap_s=float(sc.get("gap") or 0.0))
     # the lab's librados client: one session per OSD, I/O in flight (40 ops/s over 64 objects)
-    spec = ClusterSpec(hosts=hosts, osds_per_host=per_host, pgs_per_osd=LAB_PGS_PER_OSD, clients_per_osd=clients)
+    pgs_per_osd = LAB_PGS * LAB_SIZE / max(1, hosts * per_host)
+    spec = ClusterSpec(hosts=hosts, osds_per_host=per_host, pgs_per_osd=pgs_per_osd, clients_per_osd=clients)
     behaviour = dataclasses.replace(RestartBehaviour(), client_active_fraction=1.0)
     down = downtime(rows)
     if down is not None:
@@ -94,7 +100,8 @@ def scenario(rows: Iterable[Mapping[str, Any]], run: Mapping[str, Any] | None = 
                      name=str(sc.get("name", "")))
     # what the host holds besides its OSDs' sessions (CLI sessions, the filler): held throughout
     other = filler + max(0.0, baseline - first.conns().baseline)
-    return dataclasses.replace(first, other_entries=other).validate()
+    purge = LAB_PURGE_AFTER_S if sc.get("purge") else None
+    return dataclasses.replace(first, other_entries=other, purge_after_s=purge).validate()
 
 
 def downtime(rows: Iterable[Mapping[str, Any]]) -> float | None:

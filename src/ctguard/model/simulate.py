@@ -162,6 +162,7 @@ class HostSim:
         self.steps_done: list[tuple[float, tuple[int, ...]]] = []
         self.not_restarted: tuple[int, ...] = ()
         self.purged_at: float | None = None
+        self.purges = 0
         if strategy.name == "adaptive":
             self.plan: list[tuple[float, tuple[int, ...]]] = []
             self.remaining = list(range(conns.osds))
@@ -259,8 +260,9 @@ class HostSim:
                 nxt = min(nxt, r.t0)
             elif r.t1 > t:
                 nxt = min(nxt, r.t1)
-        if self.purge_after_s is not None and self.first_drop is not None and self.purged_at is None:
-            nxt = min(nxt, self.first_drop + self.purge_after_s)
+        due = self._purge_due()
+        if due is not None:
+            nxt = min(nxt, max(due, t + 1e-3))
         return max(nxt, t + 1e-6)
 
     def _busy(self) -> bool:
@@ -410,10 +412,22 @@ class HostSim:
         owners = {r.owner for r in self.ramps}
         self.active = [o for o in self.active if o.phase in ("down", "peering", "marked")
                        or o.pending_infra > ONE or o.down_clients > ONE or o.idx in owners]
-        if (self.purge_after_s is not None and self.first_drop is not None and self.purged_at is None
-                and t >= self.first_drop + self.purge_after_s - 1e-9):
+        due = self._purge_due()
+        if due is not None and t >= due - 1e-9:
             self.table.purge()
             self.purged_at = t
+            self.purges += 1
+
+    def _purge_due(self) -> float | None:
+        """`ctguard purge` of closing states: purge_after_s after the first drop, then again whenever the
+        host drops again, at most once a second (as a protection loop would; lab scenario `purge`)."""
+        if self.purge_after_s is None or self.first_drop is None:
+            return None
+        if self.purged_at is None:
+            return self.first_drop + self.purge_after_s
+        if self.last_drop is not None and self.last_drop > self.purged_at + 1e-9:
+            return max(self.purged_at + 1.0, self.last_drop)
+        return None
 
     def _ramps_at_once(self, t: float) -> None:
         """Ramps that begin now, certainly fit and feed no reconnect loop (re-opened OSD<->OSD sessions, idle
