@@ -264,7 +264,8 @@ def write_plot(path: str, res: whatif.WhatIf) -> None:
 @_cluster_opts
 @click.option("--gc-phases", type=click.IntRange(1, 64), default=None, help="GC phases to sweep (default 6).")
 @click.option("--purge-after", type=click.FloatRange(min=0), default=None, metavar="S",
-              help="What-if: `ctguard purge` S seconds after the first drop.")
+              help="What-if: `ctguard purge` S seconds after the first drop, again at later drops "
+                   "(at most once a second).")
 @click.option("--rolling", is_flag=True, help="Every host, one after the other (fleet what-if).")
 @click.option("--plot", "plot_file", default=None, metavar="FILE", help="Write a PNG time series.")
 @click.option("--chart/--no-chart", default=True, help="Terminal chart (human output).")
