@@ -11,8 +11,8 @@ The mechanism, explicitly (issue 6; anchors-features.md §0; kernel-conntrack.md
    Old + new = the ~2x plateau the lab measured for exactly the TIME_WAIT timeout (plus the GC's lag).
 4. Peering: until its PGs are active the OSD does not serve; every active lossy client session faults and
    the client re-opens a *new* connection at once. Each cycle leaves one more TIME_WAIT entry: the loop.
-   Peering needs the OSD's own new sessions; while the table drops packets they do not get through, so
-   peering starts over and the loop goes on (what sustained the 2014 incident). Other OSDs of the host that
+   Peering needs the OSD's own new sessions; while the table drops packets few get through, so peering
+   stalls and the loop goes on (what sustained the 2014 incident). Other OSDs of the host that
    stay up re-open part of their OSD<->OSD sessions at every step (new osdmap epochs), so one-by-one can peak
    *higher* than all at once (lab: 2.65x against 2.2-2.4x): a stagger is never assumed to help.
 5. Full table: new entries early-drop unassured ones; when none is found the packet is dropped and the GC
@@ -368,11 +368,13 @@ class HostSim:
         for o in self.active:
             if o.phase != "peering":
                 continue
-            if dropping or o.pending_infra > ONE:
-                # its own new sessions are among the dropped: peering starts over
-                o.progress = 0.0
-                if dropping and o.impaired_since is None:
+            if dropping:
+                # its own new sessions are among the dropped: peering stalls (it goes on in drop-free
+                # stretches, e.g. between purges; none while a loop keeps the table saturated)
+                if o.impaired_since is None:
                     o.impaired_since = a
+            elif o.pending_infra > ONE:
+                o.impaired_since = None  # still reconnecting, but nothing is dropped: no progress yet
             else:
                 o.progress += dt
                 o.impaired_since = None
