@@ -215,7 +215,9 @@ class HostSim:
             self.ramps.append(_Ramp(t, t + self.b.ramp_s, rep / self.b.ramp_s, 0.0, None))
         sel = set(ids)
         local = sum(4 for a, b in self.pairs if a in sel or b in sel)
-        need = self.b.peering_s(len(ids) * self.c.pgs_per_osd)
+        # peering work is the PGs of every OSD of the host that is down or peering at the same time
+        busy = len(sel | {o.idx for o in self.active if o.phase in ("down", "peering", "marked")})
+        need = self.b.peering_s(busy * self.c.pgs_per_osd)
         for i in ids:
             o = self.osds[i]
             o.phase, o.t_kill, o.t_up = "down", t, t + self.b.downtime_s
