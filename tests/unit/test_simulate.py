@@ -198,3 +198,14 @@ def test_bad_scenario_files(name: str, needle: str) -> None:
         load(os.path.join(FIX, name))
     assert needle in e.value.message
     assert "\n" not in e.value.message
+
+
+def test_full_scenario_file_every_section() -> None:
+    sc = load(os.path.join(FIX, "full.yaml"))
+    assert sc.cluster.osds_per_host == 6 and sc.table.timeouts.time_wait == 60
+    assert sc.table.dump_every_s == 5 and sc.strategy.batch == 2 and sc.ceph.mon_osd_report_timeout_s == 600
+    assert sc.behaviour.lossy_retry_s == 1.0 and sc.gc_phases == 3 and sc.purge_after_s == 1
+    res = whatif.run(sc)
+    assert len(res.runs) == 3
+    assert [len(ids) for _, ids in res.headline.steps] == [2, 2, 2]
+    assert res.headline.peak_entries >= sc.conns().baseline + 1000
