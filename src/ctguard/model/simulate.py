@@ -133,6 +133,7 @@ class HostSim:
         purge_after_s: float | None = None,
         fine_dt: float = FINE_DT,
         other_entries: float = 0.0,
+        inherited: tuple[float, float] | None = None,
     ) -> None:
         if strategy.name not in STRATEGIES:
             raise ValueError(f"unknown strategy {strategy.name!r}")
@@ -148,13 +149,17 @@ class HostSim:
         # slots for the whole what-if and are never evicted
         self.other = max(0.0, other_entries)
         self.table = Table(table, open_entries=conns.baseline + self.other)
+        if inherited is not None and inherited[0] > 0:
+            # (entries, seconds ago): sessions with a host that restarted just before, now TIME_WAIT
+            n, ago = inherited
+            self.table.insert(Kind.TIME_WAIT, n, -ago)
         self.pairs = tuple(conns.local_pairs())
         self.osds = [_Osd(i, live_clients=conns.clients) for i in range(conns.osds)]
         self.ramps: list[_Ramp] = []
         self.active: list[_Osd] = []  # OSDs with something going on (down, peering, retrying)
         self.pending_host = 0.0  # re-opened OSD<->OSD sessions of up OSDs whose SYN was dropped
         self.series: list[tuple[float, float, float, float, float]] = []
-        self.peak = conns.baseline + max(0.0, other_entries)
+        self.peak = self.table.count
         self.peak_t = 0.0
         self.over_s = 0.0
         self.first_drop: float | None = None

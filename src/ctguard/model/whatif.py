@@ -142,8 +142,9 @@ def run_fleet(sc: Scenario, progress: Callable[[int, int], None] | None = None,
               memo: bool = True) -> FleetResult:
     """A rolling restart of every host, one host after the other (as ceph-ansible's rolling_update and
     cephadm do), each host with the scenario's strategy and its own GC phase (each kernel has its own
-    cycle). Every host is simulated; sessions a host shares with the host restarting before it are not
-    added to its table (with one host at a time they are a small share: 1/(hosts-1) of its peers).
+    cycle). The next host starts `gap_s` after the previous one has recovered; the sessions it shared with
+    that host (1/(hosts-1) of that host's OSD<->OSD sessions) are still TIME_WAIT on its table if that was
+    less than TIME_WAIT ago. Hosts further back are older than TIME_WAIT, unless recoveries are very short.
 
     Host h gets the GC phase h mod K of the scenario's K-phase sweep. Hosts of a flag- or file-given cluster
     are identical but for that phase, so with `memo` each distinct (host, phase) is simulated once: the
@@ -156,15 +157,25 @@ def run_fleet(sc: Scenario, progress: Callable[[int, int], None] | None = None,
     down = 0
     t = 0.0
     sweep = phases(sc)
-    cache: dict[int, HostResult] = {}
+    cache: dict[tuple[int, int], HostResult] = {}
+    # sessions each host has with the host restarted just before it: that host's OSD<->OSD sessions
+    # spread over the other hosts; they turned TIME_WAIT during its restart
+    shared = conns.osds * conns.osd_osd_per_osd / max(1, n - 1) if n > 1 else 0.0
+    ago = float("inf")
     for h in range(n):
         k = h % len(sweep)
-        r = cache.get(k) if memo else None
+        # seconds since the previous host's restart churned them (its kills on average), rounded for memo
+        inherit = round(ago) if ago < sc.table.timeouts.time_wait else -1
+        r = cache.get((k, inherit)) if memo else None
         if r is None:
             table = dataclasses.replace(sc.table, gc_phase_s=sweep[k])
             r = HostSim(conns, table, sc.strategy, sc.behaviour, sc.ceph, purge_after_s=sc.purge_after_s,
-                        other_entries=sc.other_entries).run()
-            cache[k] = r
+                        other_entries=sc.other_entries,
+                        inherited=(shared, float(inherit)) if inherit >= 0 else None).run()
+            cache[(k, inherit)] = r
+        kills = [t_kill for t_kill, _ in r.steps]
+        mean_kill = sum(kills) / len(kills) if kills else 0.0
+        ago = max(0.0, r.recovery_s - mean_kill) + sc.strategy.gap_s
         over += r.overflow
         if r.peak_entries > worst:
             worst, worst_h = r.peak_entries, h
