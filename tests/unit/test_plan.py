@@ -214,3 +214,15 @@ def test_plan_host_workload_is_the_hosts_count(runner: CliRunner, tmp_path: obje
     doc = json.loads(r.output)
     assert doc["baseline_entries"] == 200000  # nf_conntrack_count of the fake host
     assert doc["peak_entries"] > 200000
+
+
+def test_plan_adaptive_sizes_for_its_smallest_step() -> None:
+    sc = load(os.path.join(FIX, "seed-2014.yaml"))
+    import dataclasses
+
+    from ctguard.model.simulate import Strategy
+
+    adaptive = make_plan(dataclasses.replace(sc, strategy=Strategy("adaptive", gap_s=10)), Current(max=65536))
+    allat = make_plan(sc, Current(max=65536))
+    assert adaptive.peak_entries < allat.peak_entries
+    assert "one OSD every 10 s" in adaptive.strategy

@@ -138,6 +138,13 @@ def unconstrained_peak(sc: Scenario) -> float:
 
 def make_plan(sc: Scenario, current: Current, safety: float = 2.0) -> Plan:
     conns = sc.conns()
+    if sc.strategy.name == "adaptive":
+        # adaptive fits its steps to whatever table it finds; the table must at least hold its smallest
+        # step (one OSD, or its batch bound) at the strategy's fill target
+        size = max(1, sc.strategy.batch)
+        step = dataclasses.replace(sc.strategy, name="batch" if size > 1 else "stagger", batch=size)
+        sc = dataclasses.replace(sc, strategy=step)
+        safety = max(safety, 1.0 / sc.strategy.target_fill)
     peak = unconstrained_peak(sc)
     want = max(65536, pow2_at_least(peak * safety))
     items: list[Item] = []
