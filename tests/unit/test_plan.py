@@ -226,3 +226,20 @@ def test_plan_adaptive_sizes_for_its_smallest_step() -> None:
     allat = make_plan(sc, Current(max=65536))
     assert adaptive.peak_entries < allat.peak_entries
     assert "one OSD every 10 s" in adaptive.strategy
+
+
+def test_cli_plan_write_unwritable_is_one_line(runner: CliRunner, tmp_path: object) -> None:
+    blocker = os.path.join(str(tmp_path), "file")
+    with open(blocker, "w") as f:
+        f.write("x")
+    r = runner.invoke(cli, ["plan", "--scenario", os.path.join(FIX, "lab-3x4.json"), "--write", blocker])
+    assert r.exit_code == 3
+    assert "cannot write" in r.output and r.output.count("\n") == 1
+
+
+def test_cli_flags_override_scenario_file(runner: CliRunner) -> None:
+    r = runner.invoke(cli, ["simulate", "--scenario", os.path.join(FIX, "seed-2014.yaml"), "--strategy",
+                            "stagger", "--gap", "10", "--gc-phases", "1", "--json"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.output)
+    assert doc["strategy"]["name"] == "stagger" and doc["max"] == 65536 and doc["overflow"] is False
