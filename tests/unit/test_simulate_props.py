@@ -24,6 +24,7 @@ def test_conservation_of_entries(ops: list[tuple[Kind, float, float]], mx: int, 
         t.insert(kind, n, now)
         assert t.count <= mx + 1e-6 or t.counters.drop == 0
         assert abs(t.balance()) < 1e-6 * max(1.0, t.count)
+        assert abs(t.count - t.open - sum(t.live.values())) < 1e-6 * max(1.0, t.count)
 
 
 @FAST

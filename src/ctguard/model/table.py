@@ -154,6 +154,7 @@ class Table:
         self.initial = float(open_entries)
         self.cohorts: dict[Kind, deque[_Cohort]] = {k: deque() for k in EVICTABLE_BY_GC}
         self.live: dict[Kind, float] = dict.fromkeys(EVICTABLE_BY_GC, 0.0)
+        self._tot = 0.0  # sum of self.live, kept up to date (count is read on every step)
         self.counters = Counters()
         self.early_drop_mode = False
         phase = cfg.gc_phase_s % cfg.gc_cycle_s if cfg.gc_cycle_s > 0 else 0.0
@@ -164,7 +165,7 @@ class Table:
     # -- reading -------------------------------------------------------------------------------------
     @property
     def count(self) -> float:
-        return self.open + sum(self.live.values())
+        return self.open + self._tot
 
     def expired(self, t: float | None = None) -> float:
         """Entries past their timeout but still counted (freed by the next GC pass or a dump)."""
@@ -228,6 +229,7 @@ class Table:
                     c.e0 = g
                     break
             self.live[kind] -= freed
+            self._tot -= freed
             self.counters.gc_freed += freed
 
     def _evict(self, n: float, kinds: tuple[Kind, ...]) -> float:
@@ -243,6 +245,7 @@ class Table:
                 c.n -= take
                 done += take
                 self.live[kind] -= take
+                self._tot -= take
                 if c.n <= 0:
                     q.popleft()
                 else:
@@ -271,6 +274,7 @@ class Table:
         else:
             q.append(_Cohort(e0, e1, n))
         self.live[kind] += n
+        self._tot += n
 
     def insert(self, kind: Kind, n: float, t0: float, t1: float | None = None) -> float:
         """n new entries over [t0, t1]; returns how many were admitted."""
@@ -328,6 +332,7 @@ class Table:
                     gone = c.n
                 done += gone
                 self.live[kind] -= gone
+                self._tot -= gone
                 if gone >= c.n:
                     q.popleft()
                 else:
@@ -358,6 +363,7 @@ class Table:
         done = 0.0
         for kind in kinds:
             done += self.live[kind]
+            self._tot -= self.live[kind]
             self.live[kind] = 0.0
             self.cohorts[kind].clear()
         self.counters.purged += done
