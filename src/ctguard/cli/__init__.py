@@ -23,6 +23,7 @@ _COMMAND_MODULES = (
     "table",
     "notrack",
     "diagnose",
+    "model",
 )
 
 
