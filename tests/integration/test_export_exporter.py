@@ -1,0 +1,152 @@
+"""`ctguard exporter` against the real kernel: scraped over HTTP inside a Testbed namespace with known entries,
+still answering over its keep-alive connection when the table is full, and scraped by a real Prometheus."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+
+from ctguard.errors import CannotRead
+from ctguard.export.client import ScrapeClient
+from ctguard.kernel.netns import Netns, entered
+from ctguard.kernel.settings import conntrack_count, conntrack_settings
+from ctguard.lab.fill import fill
+from ctguard.lab import testbed as _tb
+
+pytestmark = pytest.mark.integration
+PORT = 9477
+CLI = [sys.executable, "-c", "from ctguard.cli import main; main()"]
+
+
+@contextmanager
+def exporter(ns: str, *args: str, state_dir: str) -> Iterator[subprocess.Popen[str]]:
+    """`ctguard exporter --netns ns` from the root namespace; yields once it listens; killed by PID."""
+    p = subprocess.Popen(  # noqa: S603
+        [*CLI, "exporter", "--netns", ns, "--listen", f"127.0.0.1:{PORT}", "--json", "--state-dir", state_dir,
+         *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        ready, _, _ = select.select([p.stdout], [], [], 20)
+        assert ready, "exporter did not start within 20 s"
+        assert p.stdout is not None
+        line = p.stdout.readline()
+        assert line, f"exporter exited: {p.stderr.read() if p.stderr else ''}"
+        ev = json.loads(line)
+        assert ev["event"] == "listening" and ev["url"] == f"http://127.0.0.1:{PORT}/metrics"
+        yield p
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGTERM)
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait(10)
+
+
+def test_scrape_reports_known_entries_and_stays_up_when_the_table_is_full(testbed: _tb.Testbed, tmp_path: object) -> None:
+    ns = Netns(name=testbed.srv)
+    n = 300
+    fill("tcp-est", n, _tb.FILL_SRC, ns)
+    assert conntrack_count(ns) == n
+    with exporter(testbed.srv, "--no-breakdown", state_dir=str(tmp_path)):
+        scraper = ScrapeClient("127.0.0.1", PORT, ns)
+        s = scraper.scrape().samples()
+        # The scraper's own loopback connection is tracked too: exactly one more entry.
+        assert s["ctguard_conntrack_entries"] == n + 1
+        assert s["ctguard_conntrack_limit"] == conntrack_settings(ns).max
+        assert s["ctguard_conntrack_drop_total"] == 0
+        assert s["ctguard_exporter_read_success"] == 1
+        assert s['ctguard_conntrack_counters_source{source="netlink"}'] == 1
+
+        # Fill the namespace to the global max with ASSURED entries: now nothing new gets an entry.
+        limit = conntrack_settings(ns).max
+        fill("tcp-est", limit, _tb.FILL_SRC, ns, start=n)
+        assert conntrack_count(ns) >= limit
+        # A new connection to the exporter is refused (its SYN is dropped: it times out) ...
+        with entered(ns):
+            fresh = socket.socket()
+        fresh.settimeout(1.5)
+        with pytest.raises(OSError):
+            fresh.connect(("127.0.0.1", PORT))
+        fresh.close()
+        # ... while the persistent connection keeps getting answers, reporting the full table and the drops.
+        for _ in range(3):
+            s = scraper.scrape().samples()
+            assert s["ctguard_conntrack_entries"] >= limit
+            assert s["ctguard_conntrack_free_entries"] == 0
+            assert s["ctguard_conntrack_drop_total"] >= 1
+            assert s["ctguard_conntrack_projected_full_seconds"] == 0
+        assert scraper.connects == 1
+        scraper.close()
+
+
+PROM_CONFIG = """
+global:
+  scrape_interval: 1s
+  scrape_timeout: 1s
+scrape_configs:
+  - job_name: ctguard
+    static_configs:
+      - targets: ["127.0.0.1:{port}"]
+"""
+
+
+def _prom_query(ns: Netns, port: int, expr: str) -> list[dict[str, object]]:
+    url = f"/api/v1/query?query={urllib.parse.quote(expr)}"
+    client = ScrapeClient("127.0.0.1", port, ns, timeout=5)
+    try:
+        text = client.scrape(url).text
+    finally:
+        client.close()
+    doc = json.loads(text)
+    assert doc["status"] == "success", doc
+    return list(doc["data"]["result"])
+
+
+def test_real_prometheus_scrapes_the_exporter(testbed: _tb.Testbed, tmp_path: object) -> None:
+    prom = shutil.which("prometheus")
+    if prom is None:
+        pytest.fail("prometheus is not installed (Debian package `prometheus`): run `make setup`")
+    ns = Netns(name=testbed.srv)
+    n = 200
+    fill("tcp-est", n, _tb.FILL_SRC, ns)
+    d = os.path.join(str(tmp_path), "prom")
+    os.makedirs(d)
+    cfg = os.path.join(d, "prometheus.yml")
+    with open(cfg, "w") as f:
+        f.write(PROM_CONFIG.format(port=PORT))
+    prom_port = 9090
+    with exporter(testbed.srv, "--no-breakdown", state_dir=str(tmp_path)):
+        # Prometheus runs inside the namespace too (killed by PID by the testbed), on its loopback.
+        testbed.spawn(testbed.srv, [prom, f"--config.file={cfg}", f"--storage.tsdb.path={d}/data",
+                                    f"--web.listen-address=127.0.0.1:{prom_port}"])
+        deadline = time.monotonic() + 30
+        result: list[dict[str, object]] = []
+        while time.monotonic() < deadline:
+            try:
+                result = _prom_query(ns, prom_port, 'ctguard_conntrack_limit{job="ctguard"}')
+            except CannotRead:
+                result = []
+            if result:
+                break
+            time.sleep(0.5)
+        assert result, "Prometheus never stored a sample of ctguard_conntrack_limit"
+        assert float(result[0]["value"][1]) == conntrack_settings(ns).max  # type: ignore[index]
+        entries = _prom_query(ns, prom_port, "ctguard_conntrack_entries")
+        # The filler plus a few connections of Prometheus and of this test (each new one is tracked).
+        assert n < float(entries[0]["value"][1]) < n + 50  # type: ignore[index]
+        up = _prom_query(ns, prom_port, 'up{job="ctguard"}')
+        assert float(up[0]["value"][1]) == 1  # type: ignore[index]
