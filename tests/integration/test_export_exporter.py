@@ -22,8 +22,8 @@ from ctguard.errors import CannotRead
 from ctguard.export.client import ScrapeClient
 from ctguard.kernel.netns import Netns, entered
 from ctguard.kernel.settings import conntrack_count, conntrack_settings
-from ctguard.lab.fill import fill
 from ctguard.lab import testbed as _tb
+from ctguard.lab.fill import fill
 
 pytestmark = pytest.mark.integration
 PORT = 9477
@@ -90,6 +90,54 @@ def test_scrape_reports_known_entries_and_stays_up_when_the_table_is_full(testbe
             assert s["ctguard_conntrack_drop_total"] >= 1
             assert s["ctguard_conntrack_projected_full_seconds"] == 0
         assert scraper.connects == 1
+        scraper.close()
+
+
+PEER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "netpeer.py")
+
+
+def _wait_file(path: str, proc: subprocess.Popen[bytes], timeout: float = 15) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if os.path.exists(path):
+            return
+        assert proc.poll() is None, f"peer exited with {proc.returncode}"
+        time.sleep(0.05)
+    pytest.fail(f"peer not ready: {path}")
+
+
+def test_breakdown_and_restart_headroom_of_a_local_osd(testbed: _tb.Testbed, tmp_path: object) -> None:
+    """A process named `ceph-osd -i 3` holds 5 connections (2 closed into TIME_WAIT): the exporter's
+    background breakdown attributes them, and the headroom is free - 5 x burst factor."""
+    tb = testbed
+    d = str(tmp_path)
+    osd_exe = os.path.join(d, "ceph-osd")
+    os.symlink(os.path.realpath(sys.executable), osd_exe)
+    osd = tb.spawn(tb.srv, [osd_exe, PEER, "-i", "3", os.path.join(d, "osd"), "serve", _tb.SRV_IP, "6800"])
+    _wait_file(os.path.join(d, "osd"), osd)
+    cp = tb.spawn(tb.cli, [sys.executable, PEER, os.path.join(d, "c"), "connect", _tb.SRV_IP, "6800", "5",
+                           "--close", "2"])
+    _wait_file(os.path.join(d, "c"), cp)
+    ns = Netns(name=tb.srv)
+    fill("tcp-est", 100, _tb.FILL_SRC, ns)
+    with exporter(tb.srv, "--burst-factor", "3", state_dir=d):
+        scraper = ScrapeClient("127.0.0.1", PORT, ns)
+        deadline = time.monotonic() + 20
+        s = scraper.scrape().samples()
+        while s.get("ctguard_breakdown_runs_total", 0) < 1 and time.monotonic() < deadline:
+            time.sleep(0.2)
+            s = scraper.scrape().samples()
+        assert s["ctguard_breakdown_errors_total"] == 0
+        assert s['ctguard_conntrack_daemon_entries{daemon="osd.3"}'] == 5
+        assert s['ctguard_conntrack_state_entries{state="TIME_WAIT"}'] == 2
+        assert s['ctguard_conntrack_role_entries{role="ceph-osd"}'] == 5
+        assert s['ctguard_conntrack_protocol_entries{protocol="tcp"}'] >= 105
+        assert s["ctguard_conntrack_assured_entries"] >= 105
+        assert s['ctguard_restart_burst_entries{daemon="osd.3"}'] == 15
+        free = s["ctguard_conntrack_limit"] - s["ctguard_conntrack_entries"]
+        assert s['ctguard_restart_headroom_entries{daemon="osd.3"}'] == free - 15
+        assert s["ctguard_breakdown_age_seconds"] < 30
+        assert s["ctguard_breakdown_expired_freed_entries_total"] >= 0
         scraper.close()
 
 

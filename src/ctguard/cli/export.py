@@ -27,7 +27,7 @@ from ctguard.cli.common import (
     proc_root_option,
     target_netns,
 )
-from ctguard.errors import CannotRead, Exit
+from ctguard.errors import Exit
 from ctguard.export import guard as _guard
 from ctguard.export.breakdown import Refresher, child_source
 from ctguard.export.exporter import Exporter, ExporterConfig
@@ -37,6 +37,7 @@ from ctguard.export.trend import DEFAULT_BURST_FACTOR
 from ctguard.export.watch import Frame, WatchModel
 from ctguard.kernel.nfnetlink import CLOSING_STATES
 from ctguard.output import emit_event
+from ctguard.table.purge import parse_states, purge
 
 DEFAULT_STATE_DIR = "/var/lib/ctguard"
 
@@ -88,6 +89,7 @@ def _emitter(as_json: bool) -> Callable[[str, Mapping[str, Any]], None]:
               help="Cap on daemon label values (the rest are summed as daemon=\"other\").")
 @click.option("--state-dir", default=DEFAULT_STATE_DIR, show_default=True,
               help="Where `ctguard guard` leaves its state (exported when present).")
+@click.option("--osd-range", default=None, metavar="LOW-HIGH", help="Ceph OSD port range (default 6800-7568).")
 @click.option("--listen-in-host", is_flag=True,
               help="Make the listening socket in the exporter's own namespace, not the --netns target.")
 @netns_options
@@ -95,12 +97,12 @@ def _emitter(as_json: bool) -> Callable[[str, Mapping[str, Any]], None]:
 @proc_root_option
 @handle_errors
 def exporter(listen: str, breakdown_interval: float, no_breakdown: bool, rate_window: float, burst_factor: float,
-             top_daemons: int, state_dir: str, listen_in_host: bool, netns_name: str | None,
+             top_daemons: int, state_dir: str, osd_range: str | None, listen_in_host: bool, netns_name: str | None,
              netns_pid: int | None, as_json: bool, proc_root: str) -> None:
     ns = target_netns(netns_name, netns_pid)
     cfg = ExporterConfig(listen=listen, breakdown_interval=None if no_breakdown else breakdown_interval,
                          rate_window=rate_window, burst_factor=burst_factor, top_daemons=top_daemons,
-                         state_dir=state_dir, listen_in_target=not listen_in_host)
+                         state_dir=state_dir, listen_in_target=not listen_in_host, osd_range=osd_range)
     ex = Exporter(ns, cfg, proc_root)
     emit = _emitter(as_json)
     if ex.refresher is not None:
@@ -143,7 +145,7 @@ def exporter(listen: str, breakdown_interval: float, no_breakdown: bool, rate_wi
 def guard(states: str, ports: str, poll_hz: float, min_interval: float, state_dir: str, apply_: bool,
           netns_name: str | None, netns_pid: int | None, as_json: bool, proc_root: str) -> None:
     ns = target_netns(netns_name, netns_pid)
-    cfg = _guard.GuardConfig(states=_guard.parse_states(states), ports=ports, poll_hz=poll_hz,
+    cfg = _guard.GuardConfig(states=parse_states(states), ports=ports, poll_hz=poll_hz,
                              min_interval=min_interval)
     state_file = _guard.state_path(state_dir, ns)
     drops0 = read_drops(ns, proc_root)  # fail early, with one line, if the counters cannot be read
@@ -159,10 +161,6 @@ def guard(states: str, ports: str, poll_hz: float, min_interval: float, state_di
                        f"(at most once per {cfg.min_interval:g} s); state in {state_file}.")
             click.echo("Nothing done: run with --apply to start it.")
         return
-    try:
-        from ctguard.table.purge import purge
-    except ImportError as e:  # the foundation's purge is missing from this build
-        raise CannotRead("ctguard.table.purge is not available in this build") from e
     with _stop_on_signals() as stop:
         g = _guard.Guard(ns, cfg, read_drops=lambda: read_drops(ns, proc_root), purge=purge,
                          emit=_emitter(as_json), state_file=state_file,
@@ -243,17 +241,17 @@ def render(f: Frame, width: int = 40) -> RenderableType:
 @click.option("--no-breakdown", is_flag=True, help="No table dumps: fill and rates only.")
 @click.option("--top", type=click.IntRange(min=1, max=50), default=5, show_default=True, help="Rows of top lists.")
 @click.option("--burst-factor", type=click.FloatRange(min=0.0), default=DEFAULT_BURST_FACTOR, show_default=True)
-@click.option("--state-dir", default=None, help="State dir passed to the breakdown (daemon attribution).")
+@click.option("--osd-range", default=None, metavar="LOW-HIGH", help="Ceph OSD port range (default 6800-7568).")
 @netns_options
 @json_option
 @proc_root_option
 @handle_errors
 def watch(once: bool, interval: float, breakdown_interval: float, no_breakdown: bool, top: int,
-          burst_factor: float, state_dir: str | None, netns_name: str | None, netns_pid: int | None,
+          burst_factor: float, osd_range: str | None, netns_name: str | None, netns_pid: int | None,
           as_json: bool, proc_root: str) -> None:
     ns = target_netns(netns_name, netns_pid)
     read_now(ns, proc_root)  # fail early with one line
-    refresher = None if no_breakdown else Refresher(child_source(ns, state_dir), breakdown_interval)
+    refresher = None if no_breakdown else Refresher(child_source(ns, osd_range), breakdown_interval)
     model = WatchModel(ns.label, lambda: read_now(ns, proc_root), refresher, burst_factor=burst_factor, top=top)
     if once:
         model.frame()

@@ -24,9 +24,12 @@ from typing import Any
 
 from ctguard.errors import CannotRead, CtguardError
 from ctguard.kernel.netns import Netns
+from ctguard.model.roles import PortRoles, parse_range
 from ctguard.runner import Runner, run
+from ctguard.table.status import read_breakdown
 
 SCHEMA = 1
+UNATTRIBUTED = "unattributed"
 
 
 @dataclass(frozen=True)
@@ -103,48 +106,26 @@ def from_json(doc: Mapping[str, Any]) -> Breakdown:
 
 # -- the child: one dump, one JSON document on stdout ---------------------------------------------------------
 
-def _attr(obj: Any, name: str, default: Any = None) -> Any:
-    if isinstance(obj, Mapping):
-        return obj.get(name, default)
-    return getattr(obj, name, default)
+def take(ns: Netns, proc_root: str = "/proc", roles: PortRoles | None = None) -> Breakdown:
+    """Dump the table of `ns` once (the foundation's read_breakdown) and summarise it for the exporter.
 
-
-def take(ns: Netns, proc_root: str = "/proc", state_dir: str | None = None) -> Breakdown:
-    """Dump the table of `ns` once (through the foundation's table_status) and summarise it."""
-    from ctguard.kernel.settings import conntrack_count
-    from ctguard.table.status import table_status
-
-    before = conntrack_count(ns, proc_root)
-    t0 = time.perf_counter()
-    kwargs: dict[str, Any] = {"breakdown": True}
-    if state_dir is not None:
-        kwargs["state_dir"] = state_dir
-    st = table_status(ns, **kwargs)
-    seconds = time.perf_counter() - t0
-    after = conntrack_count(ns, proc_root)
-    bd = _attr(st, "breakdown")
-    if bd is None:
-        raise CannotRead("table_status returned no breakdown")
-    by_state = {str(k): int(v) for k, v in dict(_attr(bd, "by_state", {}) or {}).items()}
-    by_proto = {str(k): int(v) for k, v in dict(_attr(bd, "by_proto", {}) or {}).items()}
-    by_role = {str(k): int(v) for k, v in dict(_attr(bd, "by_role", {}) or {}).items()}
-    daemons = [(str(_attr(d, "name")), int(_attr(d, "entries", 0))) for d in (_attr(bd, "by_daemon", []) or [])]
-    dumped = sum(by_proto.values()) if by_proto else int(_attr(st, "count", after))
-    # Freed by the dump = what was counted before minus what is counted after, when nothing else moved.
-    # Under churn this under-estimates (new entries refill the count): a floor, never an invention.
-    freed = _attr(bd, "expired_freed", None)
-    if freed is None:
-        freed = max(0, before - after)
+    read_breakdown, not table_status: status also saves a drop sample for `ctguard status`'s verdict, and
+    the exporter must not move another command's baseline."""
+    r = read_breakdown(ns, roles, proc_root)
+    b = r.breakdown
+    daemons = [(d.name, d.entries) for d in b.by_daemon]
+    if b.unattributed:
+        daemons.append((UNATTRIBUTED, b.unattributed))  # so the daemon series sum to the total
     return Breakdown(
         taken_at=time.time(),
-        seconds=seconds,
-        count=dumped,
-        by_state=by_state,
-        by_proto=by_proto,
-        by_role=by_role,
+        seconds=r.seconds,
+        count=b.total,
+        by_state=dict(b.by_state),
+        by_proto=dict(b.by_proto),
+        by_role=dict(b.by_role),
         by_daemon=daemons,
-        assured=int(_attr(bd, "assured", 0) or 0),
-        expired_freed=int(freed),
+        assured=b.assured,
+        expired_freed=r.expired_freed,
     )
 
 
@@ -153,10 +134,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 description="One breakdown of a conntrack table as JSON (the exporter's child).")
     p.add_argument("--netns", default=None)
     p.add_argument("--netns-pid", type=int, default=None)
-    p.add_argument("--state-dir", default=None)
+    p.add_argument("--osd-range", default=None, help="Ceph OSD port range LOW-HIGH (default 6800-7568)")
     a = p.parse_args(argv)
     try:
-        bd = take(Netns(name=a.netns, pid=a.netns_pid), state_dir=a.state_dir)
+        roles = PortRoles(osd_range=parse_range(a.osd_range)) if a.osd_range else PortRoles()
+        bd = take(Netns(name=a.netns, pid=a.netns_pid), roles=roles)
     except CtguardError as e:
         print(f"ctguard breakdown: {e.message}", file=sys.stderr)
         return int(e.exit_code)
@@ -169,7 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 Source = Callable[[], Breakdown]
 
 
-def child_source(ns: Netns, state_dir: str | None = None, timeout: float = 60.0,
+def child_source(ns: Netns, osd_range: str | None = None, timeout: float = 60.0,
                  runner: Runner = run) -> Source:
     """A Source that runs one child process per breakdown."""
     argv = [sys.executable, "-m", "ctguard.export.breakdown"]
@@ -177,8 +159,8 @@ def child_source(ns: Netns, state_dir: str | None = None, timeout: float = 60.0,
         argv += ["--netns", ns.name]
     elif ns.pid is not None:
         argv += ["--netns-pid", str(ns.pid)]
-    if state_dir is not None:
-        argv += ["--state-dir", state_dir]
+    if osd_range is not None:
+        argv += ["--osd-range", osd_range]
 
     def fetch() -> Breakdown:
         done = runner(argv, timeout=timeout)

@@ -25,6 +25,7 @@ class ExporterConfig:
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     listen_in_target: bool = True  # make the listening socket inside the target namespace
+    osd_range: str | None = None  # Ceph OSD port range for roles, e.g. "6800-7568"
 
 
 class Exporter:
@@ -35,7 +36,7 @@ class Exporter:
         self.config = config
         self.refresher: Refresher | None = None
         if config.breakdown_interval is not None:
-            src = breakdown_source if breakdown_source is not None else child_source(ns, config.state_dir)
+            src = breakdown_source if breakdown_source is not None else child_source(ns, config.osd_range)
             self.refresher = Refresher(src, config.breakdown_interval)
         guard_file = _guard.state_path(config.state_dir, ns) if config.state_dir else None
         self.collector = ConntrackCollector(

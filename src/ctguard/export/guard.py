@@ -58,13 +58,6 @@ class GuardConfig:
             raise BadInput("the guard never purges ESTABLISHED entries")
 
 
-def parse_states(text: str) -> tuple[str, ...]:
-    names = tuple(s.strip().upper() for s in text.split(",") if s.strip())
-    if not names:
-        raise BadInput("give at least one state to purge")
-    return names
-
-
 def state_path(state_dir: str, ns: Netns) -> str:
     label = ns.label.replace("/", "_").replace(":", "-")
     return os.path.join(state_dir, f"guard-{label}.json")
