@@ -220,7 +220,10 @@ class Guard:
             self.state.purged_by_state[k] = self.state.purged_by_state.get(k, 0) + v
         last = {
             "ts": self._wall(),
+            "matched": _field(res, "matched"),
             "deleted": deleted,
+            "missing": _field(res, "missing"),
+            "failed": _field(res, "failed"),
             "by_state": by_state,
             "by_role": jsonable(_field(res, "by_role", {}) or {}),
             "expired_freed": freed,
@@ -229,9 +232,9 @@ class Guard:
             "seconds": _field(res, "seconds"),
         }
         self.state.last_purge = last
+        self._save(force=True)  # before the log line: whoever reacts to the line finds the file current
         self._emit("purge", {"netns": self.ns.label, **{k: v for k, v in last.items() if k != "ts"},
                              "at": rfc3339(last["ts"])})
-        self._save(force=True)
 
     def run(self, should_stop: Callable[[], bool]) -> GuardState:
         period = 1.0 / self.config.poll_hz
