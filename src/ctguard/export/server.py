@@ -41,7 +41,7 @@ def parse_listen(text: str) -> tuple[str, int, socket.AddressFamily]:
     if not sep or not port_s.isdigit():
         raise BadInput(f"bad listen address {text!r} (expected HOST:PORT, e.g. {DEFAULT_LISTEN})")
     port = int(port_s)
-    if not 0 < port <= 65535:
+    if not 0 <= port <= 65535:  # 0: any free port (tests)
         raise BadInput(f"bad port {port} in {text!r}")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
@@ -63,6 +63,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.connection.settimeout(self.server.idle_timeout)
 
     def _respond(self, head_only: bool) -> None:
+        self.server.count_request()
         path = urlsplit(self.path).path
         if path == "/metrics":
             encoder, ctype = choose_encoder(self.headers.get("Accept", ""))
@@ -81,7 +82,6 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if not head_only:
             self.wfile.write(body)
-        self.server.count_request()
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
         self._respond(False)
