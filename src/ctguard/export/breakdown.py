@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import threading
 import time
@@ -135,7 +136,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--netns", default=None)
     p.add_argument("--netns-pid", type=int, default=None)
     p.add_argument("--osd-range", default=None, help="Ceph OSD port range LOW-HIGH (default 6800-7568)")
+    p.add_argument("--nice", type=int, default=10, help="lower this child's CPU priority by this much")
     a = p.parse_args(argv)
+    if a.nice > 0:
+        # The dump is CPU-bound for ~1 s on a full table; the exporter's scrapes (and the Ceph daemons) must win
+        # the CPU over it, especially on small hosts where it would otherwise take a whole core.
+        os.nice(a.nice)
     try:
         roles = PortRoles(osd_range=parse_range(a.osd_range)) if a.osd_range else PortRoles()
         bd = take(Netns(name=a.netns, pid=a.netns_pid), roles=roles)
