@@ -18,9 +18,8 @@ import ipaddress
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from operator import itemgetter
 
-from ctguard.kernel.ctdump import Entry
+from ctguard.kernel.ctdump import ENTRY_LAYOUT, Batch, Entry, Layout
 from ctguard.kernel.nfnetlink import IPS_ASSURED, TCP_STATES
 from ctguard.kernel.sockets import Process, SocketTable
 from ctguard.model.roles import MON, OSD, OTHER, ROLES, PortRoles
@@ -29,13 +28,6 @@ PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 33: "dccp", 47: "gre", 58: "icmpv
 CEPH_PREFIXES = ("osd.", "mon.", "mgr.", "mds.")
 TOP_PEERS = 10
 
-_pss = itemgetter(1, 11, 10)  # proto, state, status
-_src_ep = itemgetter(2, 4)
-_dst_ep = itemgetter(3, 5)
-_src = itemgetter(2)
-_dst = itemgetter(3)
-_sport = itemgetter(4)
-_dport = itemgetter(5)
 
 
 @dataclass(frozen=True)
@@ -91,15 +83,16 @@ class Accumulator:
         self.addrs: Counter[bytes] = Counter()
         self.total = 0
 
-    def feed(self, batch: list[Entry]) -> None:
+    def feed(self, rows: list[Entry] | list[tuple[object, ...]], layout: Layout = ENTRY_LAYOUT) -> None:
+        """Count a batch of rows (Entries, or a template's raw rows read through its layout)."""
         r = self._role_of.__getitem__
-        self.total += len(batch)
-        self.pss.update(map(_pss, batch))
-        self.roles.update(zip(map(r, map(_dport, batch)), map(r, map(_sport, batch)), strict=True))
-        self.src_ep.update(map(_src_ep, batch))
-        self.dst_ep.update(map(_dst_ep, batch))
-        self.addrs.update(map(_src, batch))
-        self.addrs.update(map(_dst, batch))
+        self.total += len(rows)
+        self.pss.update(map(layout.pss, rows))
+        self.roles.update(zip(map(r, map(layout.dport, rows)), map(r, map(layout.sport, rows)), strict=True))
+        self.src_ep.update(map(layout.src_ep, rows))
+        self.dst_ep.update(map(layout.dst_ep, rows))
+        self.addrs.update(map(layout.src, rows))
+        self.addrs.update(map(layout.dst, rows))
 
     def result(self, sockets: SocketTable) -> Breakdown:
         by_state: Counter[str] = Counter()
@@ -165,8 +158,12 @@ def _owners(src_ep: Counter[tuple[bytes, int]], dst_ep: Counter[tuple[bytes, int
     return out, total - sum(per.values())
 
 
-def breakdown(batches: Iterable[list[Entry]], sockets: SocketTable, roles: PortRoles | None = None) -> Breakdown:
+def breakdown(batches: Iterable[Batch | list[Entry]], sockets: SocketTable,
+              roles: PortRoles | None = None) -> Breakdown:
     acc = Accumulator(roles or PortRoles())
     for b in batches:
-        acc.feed(b)
+        if isinstance(b, Batch):
+            acc.feed(b.rows, b.layout)
+        else:
+            acc.feed(b)
     return acc.result(sockets)

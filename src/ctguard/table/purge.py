@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from itertools import compress
-from operator import itemgetter, or_
+from operator import or_
 
 from ctguard.errors import BadInput
 from ctguard.kernel import ctdump
@@ -29,9 +29,6 @@ from ctguard.model.roles import OTHER, PortRoles
 
 SCHEMA = 1
 PORTS = ("all", "ceph")
-_state = itemgetter(11)
-_sport = itemgetter(4)
-_dport = itemgetter(5)
 
 
 @dataclass(frozen=True)
@@ -107,12 +104,13 @@ def purge(
     label = (ns or Netns()).label
     count_before = conntrack_count(ns)
     victims: list[ctdump.Entry] = []
-    for batch in ctdump.entry_batches(ns):
+    for batch in ctdump.batches(ns):
         # C-level filters: this runs during an overflow, on a full table.
-        hits = list(compress(batch, map(wanted.__contains__, map(_state, batch))))
+        rows, lay = batch.rows, batch.layout
+        hits = list(compress(rows, map(wanted.__contains__, map(lay.state, rows))))
         if ports == "ceph":
-            hits = list(compress(hits, map(or_, map(is_ceph, map(_dport, hits)), map(is_ceph, map(_sport, hits)))))
-        victims.extend(hits)
+            hits = list(compress(hits, map(or_, map(is_ceph, map(lay.dport, hits)), map(is_ceph, map(lay.sport, hits)))))
+        victims.extend(lay.entries(hits))
     count_dumped = conntrack_count(ns)
     result = ctdump.DeleteResult(0, 0, 0) if dry_run else ctdump.delete(ns, victims)
     count_after = conntrack_count(ns)

@@ -98,8 +98,8 @@ def read_breakdown(ns: Netns | None = None, roles: PortRoles | None = None,
     t0 = time.perf_counter()
     before = conntrack_count(ns, proc_root)
     acc = Accumulator(roles or PortRoles())
-    for batch in ctdump.entry_batches(ns):
-        acc.feed(batch)
+    for batch in ctdump.batches(ns):
+        acc.feed(batch.rows, batch.layout)
     after = conntrack_count(ns, proc_root)
     sockets = socket_table(ns, proc_root)
     b = acc.result(sockets)
