@@ -98,3 +98,11 @@ def test_a_port_in_use_is_one_clear_error(server: MetricsServer) -> None:
     col = ConntrackCollector(Netns(), read=lambda: Reading(0, 0, 1, {}, "procfs"))
     with pytest.raises(BadInput, match="cannot listen"):
         MetricsServer(build_registry(col), f"{host}:{port}")
+
+
+def test_responses_are_not_held_back_by_nagle() -> None:
+    # Headers and body are two writes: without TCP_NODELAY the body waits for the scraper's delayed ACK
+    # (40 ms) on a keep-alive connection (measured by benchmarks/bench_exporter.py).
+    from ctguard.export.server import _Handler
+
+    assert _Handler.disable_nagle_algorithm is True

@@ -54,6 +54,10 @@ def parse_listen(text: str) -> tuple[str, int, socket.AddressFamily]:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body leave in two writes; with Nagle the body waits for the ACK of the headers, which the
+    # scraper delays by up to 40 ms (delayed ACK) on a persistent connection: measured 43 ms per scrape
+    # instead of ~2 ms. TCP_NODELAY sends both at once.
+    disable_nagle_algorithm = True
     server: _Server
     # Read timeout of an idle keep-alive connection: BaseHTTPRequestHandler closes it on TimeoutError.
     timeout = DEFAULT_IDLE_TIMEOUT
