@@ -142,10 +142,15 @@ def test_breakdown_and_restart_headroom_of_a_local_osd(testbed: _tb.Testbed, tmp
         scraper.close()
 
 
+RULES = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                     "src", "ctguard", "export", "rules", "ctguard.yml")
 PROM_CONFIG = """
 global:
   scrape_interval: 1s
   scrape_timeout: 1s
+  evaluation_interval: 1s
+rule_files:
+  - {rules}
 scrape_configs:
   - job_name: ctguard
     static_configs:
@@ -176,7 +181,7 @@ def test_real_prometheus_scrapes_the_exporter(testbed: _tb.Testbed, tmp_path: ob
     os.makedirs(d)
     cfg = os.path.join(d, "prometheus.yml")
     with open(cfg, "w") as f:
-        f.write(PROM_CONFIG.format(port=PORT))
+        f.write(PROM_CONFIG.format(port=PORT, rules=RULES))
     prom_port = 9090
     with exporter(testbed.srv, "--no-breakdown", state_dir=str(tmp_path)):
         # Prometheus runs inside the namespace too (killed by PID by the testbed), on its loopback.
@@ -199,3 +204,16 @@ def test_real_prometheus_scrapes_the_exporter(testbed: _tb.Testbed, tmp_path: ob
         assert n < float(entries[0]["value"][1]) < n + 50  # type: ignore[index]
         up = _prom_query(ns, prom_port, 'up{job="ctguard"}')
         assert float(up[0]["value"][1]) == 1  # type: ignore[index]
+        # Our alert rules are loaded and evaluate cleanly against the real series; none fires on a quiet table.
+        c = ScrapeClient("127.0.0.1", prom_port, ns)
+        deadline = time.monotonic() + 15
+        while True:
+            rules = json.loads(c.scrape("/api/v1/rules", reconnect=True).text)["data"]["groups"]
+            evaluated = [r for g in rules for r in g["rules"]]
+            if all(r.get("lastEvaluation", "").startswith("20") for r in evaluated) or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        c.close()
+        assert len(evaluated) == 8
+        assert all(r["health"] == "ok" for r in evaluated), [(r["name"], r.get("lastError")) for r in evaluated]
+        assert all(r["state"] == "inactive" for r in evaluated), [(r["name"], r["state"]) for r in evaluated]

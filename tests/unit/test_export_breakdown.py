@@ -7,6 +7,8 @@ import threading
 from collections.abc import Mapping, Sequence
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ctguard.errors import CannotRead
 from ctguard.export.breakdown import SCHEMA, Breakdown, Refresher, child_source, from_json
@@ -88,3 +90,17 @@ def test_refresher_runs_in_the_background_and_reports() -> None:
     assert seen and seen[0][1] is None
     with pytest.raises(ValueError):
         Refresher(src, 0)
+
+
+_json = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
+                     lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=8), c, max_size=4),
+                     max_leaves=12)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(st.sampled_from(list(DOC) + ["x"]), _json, max_size=12))
+def test_any_document_parses_or_is_cannot_read(doc: dict[str, object]) -> None:
+    try:
+        from_json(doc)
+    except CannotRead:
+        pass

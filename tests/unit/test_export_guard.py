@@ -7,6 +7,8 @@ import pathlib
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ctguard.errors import BadInput, CannotRead
 from ctguard.export.guard import Guard, GuardConfig, GuardState, load_state, save_state, state_path
@@ -139,3 +141,18 @@ def test_state_file_round_trip_and_bad_files(tmp_path: pathlib.Path) -> None:
     pathlib.Path(p).write_text(json.dumps({"schema": 99}))
     with pytest.raises(CannotRead):
         load_state(p)
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(st.binary(max_size=200) | st.text(max_size=200).map(str.encode)
+       | st.dictionaries(st.sampled_from(["schema", "netns", "started", "purges", "purged_by_state", "last_purge"]),
+                         st.none() | st.integers() | st.text(max_size=4) | st.lists(st.integers(), max_size=2),
+                         max_size=6).map(lambda d: json.dumps({"schema": 1, **d}).encode()))
+def test_any_state_file_loads_or_is_cannot_read(tmp_path: pathlib.Path, raw: bytes) -> None:
+    p = tmp_path / "guard-x.json"
+    p.write_bytes(raw)
+    try:
+        load_state(str(p))
+    except CannotRead:
+        pass

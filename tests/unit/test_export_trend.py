@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ctguard.export.trend import (
@@ -70,6 +70,7 @@ def test_cap_labels_keeps_top_and_folds_the_rest() -> None:
     assert cap_labels([("a", 1), ("b", 2)], 5) == [("b", 2), ("a", 1)]
 
 
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.tuples(st.sampled_from(["a", "b", "c", "other", "osd.1", "osd.2", "x"]),
                           st.integers(min_value=0, max_value=10**6)), max_size=40),
        st.integers(min_value=0, max_value=10))

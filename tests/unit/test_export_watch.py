@@ -101,3 +101,17 @@ def test_cli_guard_plan_on_a_fake_proc_tree(tmp_path: pathlib.Path) -> None:
     assert not (tmp_path / "st").exists()
     res = CliRunner().invoke(cli, ["guard", "--proc-root", root])
     assert res.exit_code == 0 and "Nothing done: run with --apply" in res.output
+
+
+def test_cli_bad_input_is_one_line_and_exit_3(tmp_path: pathlib.Path) -> None:
+    root = fake_proc(tmp_path, 10, 1000, (0, 0))
+    _register()
+    for args in (["exporter", "--listen", "nowhere", "--proc-root", root, "--no-breakdown"],
+                 ["exporter", "--netns", "a/b"],
+                 ["watch", "--once", "--netns", "x", "--netns-pid", "5"],
+                 ["guard", "--states", "ESTABLISHED", "--proc-root", root],
+                 ["guard", "--states", "BOGUS", "--proc-root", root],
+                 ["guard", "--poll-hz", "1", "--proc-root", root]):
+        res = CliRunner().invoke(cli, args)
+        assert res.exit_code == 3, (args, res.output)
+        assert res.output.startswith("ctguard: ") and res.output.count("\n") == 1, (args, res.output)
