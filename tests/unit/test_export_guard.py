@@ -90,7 +90,17 @@ def test_counter_reset_and_read_errors_never_purge() -> None:
     for _ in range(4):
         g.step()
     assert f.purges == [] and g.state.errors == 1
-    assert f.events == [("error", {"netns": "n1", "message": "gone"})]
+    assert f.events == [("error", {"netns": "n1", "message": "gone", "errors": 1})]
+
+
+def test_a_lasting_read_failure_is_logged_every_10_s_not_every_poll() -> None:
+    f = Fake([CannotRead("gone")] * 200)
+    g = f.guard(poll_hz=10.0)
+    for _ in range(200):  # 20 s at 10 Hz
+        g.step()
+        f.now += 0.1
+    assert g.state.errors == 200
+    assert [e for e, _ in f.events] == ["error", "error"]
 
 
 def test_a_failed_purge_is_logged_and_the_guard_goes_on() -> None:

@@ -4,6 +4,7 @@ a bounded number of connections, bad listen addresses."""
 from __future__ import annotations
 
 import http.client
+import pathlib
 import socket
 import time
 from collections.abc import Iterator
@@ -106,3 +107,40 @@ def test_responses_are_not_held_back_by_nagle() -> None:
     from ctguard.export.server import _Handler
 
     assert _Handler.disable_nagle_algorithm is True
+
+
+def test_exporter_wiring_on_a_fake_proc_tree(tmp_path: pathlib.Path) -> None:
+    """Exporter = collector + 1 Hz sampler + breakdown refresher + server, on the test's loopback."""
+    from ctguard.export.breakdown import Breakdown
+    from ctguard.export.client import ScrapeClient
+    from ctguard.export.exporter import Exporter, ExporterConfig
+
+    nf = tmp_path / "sys" / "net" / "netfilter"
+    nf.mkdir(parents=True)
+    (nf / "nf_conntrack_count").write_text("40\n")
+    (nf / "nf_conntrack_max").write_text("100\n")
+    (tmp_path / "net" / "stat").mkdir(parents=True)
+    (tmp_path / "net" / "stat" / "nf_conntrack").write_text(
+        "entries found invalid insert insert_failed drop early_drop search_restart\n"
+        "00000028 00000000 00000000 00000000 00000000 00000009 00000000 00000000\n")
+    bd = Breakdown(1.0, 0.1, 40, by_state={"TIME_WAIT": 40}, by_daemon=[("osd.0", 25)])
+    cfg = ExporterConfig(listen="127.0.0.1:0", breakdown_interval=3600, state_dir=str(tmp_path / "st"),
+                         sample_interval=0.1)
+    ex = Exporter(Netns(), cfg, proc_root=str(tmp_path), breakdown_source=lambda: bd)
+    ex.start()
+    try:
+        c = ScrapeClient(*ex.server.address)
+        deadline = time.monotonic() + 10
+        s = c.scrape().samples()
+        while s.get("ctguard_breakdown_runs_total", 0) < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+            s = c.scrape().samples()
+        assert s["ctguard_conntrack_entries"] == 40 and s["ctguard_conntrack_drop_total"] == 9
+        assert s['ctguard_conntrack_counters_source{source="procfs"}'] == 1
+        assert s['ctguard_restart_headroom_entries{daemon="osd.0"}'] == 60 - 50
+        assert len(ex.collector.window.samples()) >= 2  # the sampler runs between scrapes
+        c.close()
+    finally:
+        ex.stop()
+    with pytest.raises(BadInput):
+        Exporter(Netns(name="no/such"), cfg, proc_root=str(tmp_path))

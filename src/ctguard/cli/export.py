@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import signal
 import sys
@@ -36,6 +37,7 @@ from ctguard.export.server import DEFAULT_LISTEN
 from ctguard.export.trend import DEFAULT_BURST_FACTOR
 from ctguard.export.watch import Frame, WatchModel
 from ctguard.kernel.nfnetlink import CLOSING_STATES
+from ctguard.model.roles import PortRoles, parse_range
 from ctguard.output import emit_event
 from ctguard.table.purge import parse_states, purge
 
@@ -100,6 +102,8 @@ def exporter(listen: str, breakdown_interval: float, no_breakdown: bool, rate_wi
              top_daemons: int, state_dir: str, osd_range: str | None, listen_in_host: bool, netns_name: str | None,
              netns_pid: int | None, as_json: bool, proc_root: str) -> None:
     ns = target_netns(netns_name, netns_pid)
+    if osd_range:
+        parse_range(osd_range)  # one clear line now, not a failing child later
     cfg = ExporterConfig(listen=listen, breakdown_interval=None if no_breakdown else breakdown_interval,
                          rate_window=rate_window, burst_factor=burst_factor, top_daemons=top_daemons,
                          state_dir=state_dir, listen_in_target=not listen_in_host, osd_range=osd_range)
@@ -137,20 +141,25 @@ def exporter(listen: str, breakdown_interval: float, no_breakdown: bool, rate_wi
               help="At most one purge per this many seconds.")
 @click.option("--state-dir", default=DEFAULT_STATE_DIR, show_default=True,
               help="Where to keep the state file the exporter reads.")
+@click.option("--osd-range", default=None, metavar="LOW-HIGH",
+              help="Ceph OSD port range for --ports ceph (default 6800-7568).")
 @click.option("--apply", "apply_", is_flag=True, help="Run the guard (without it: show the plan and exit).")
 @netns_options
 @json_option
 @proc_root_option
 @handle_errors
-def guard(states: str, ports: str, poll_hz: float, min_interval: float, state_dir: str, apply_: bool,
+def guard(states: str, ports: str, poll_hz: float, min_interval: float, state_dir: str, osd_range: str | None,
+          apply_: bool,
           netns_name: str | None, netns_pid: int | None, as_json: bool, proc_root: str) -> None:
     ns = target_netns(netns_name, netns_pid)
     cfg = _guard.GuardConfig(states=parse_states(states), ports=ports, poll_hz=poll_hz,
                              min_interval=min_interval)
+    roles = PortRoles(osd_range=parse_range(osd_range)) if osd_range else PortRoles()
     state_file = _guard.state_path(state_dir, ns)
     drops0 = read_drops(ns, proc_root)  # fail early, with one line, if the counters cannot be read
     plan = {"netns": ns.label, "states": list(cfg.states), "ports": cfg.ports, "poll_hz": cfg.poll_hz,
-            "min_interval_s": cfg.min_interval, "state_file": state_file, "drop_total": drops0,
+            "min_interval_s": cfg.min_interval, "osd_range": list(roles.osd_range),
+            "mon_ports": list(roles.mon_ports), "state_file": state_file, "drop_total": drops0,
             "applied": apply_}
     if not apply_:
         if as_json:
@@ -162,7 +171,8 @@ def guard(states: str, ports: str, poll_hz: float, min_interval: float, state_di
             click.echo("Nothing done: run with --apply to start it.")
         return
     with _stop_on_signals() as stop:
-        g = _guard.Guard(ns, cfg, read_drops=lambda: read_drops(ns, proc_root), purge=purge,
+        g = _guard.Guard(ns, cfg, read_drops=lambda: read_drops(ns, proc_root),
+                         purge=functools.partial(purge, roles=roles),
                          emit=_emitter(as_json), state_file=state_file,
                          sleep=stop.wait)  # wakes at once on SIGTERM
         g.run(stop.is_set)
@@ -250,6 +260,8 @@ def watch(once: bool, interval: float, breakdown_interval: float, no_breakdown: 
           burst_factor: float, osd_range: str | None, netns_name: str | None, netns_pid: int | None,
           as_json: bool, proc_root: str) -> None:
     ns = target_netns(netns_name, netns_pid)
+    if osd_range:
+        parse_range(osd_range)
     read_now(ns, proc_root)  # fail early with one line
     refresher = None if no_breakdown else Refresher(child_source(ns, osd_range), breakdown_interval)
     model = WatchModel(ns.label, lambda: read_now(ns, proc_root), refresher, burst_factor=burst_factor, top=top)

@@ -166,6 +166,8 @@ class Guard:
         self._last_purge_at: float | None = None
         self._last_save = -1e18
         self._limited_reported = False
+        self._last_error: str | None = None
+        self._last_error_at = -1e18
 
     def _save(self, force: bool = False) -> None:
         now = self._clock()
@@ -181,9 +183,15 @@ class Guard:
             drops = self._read_drops()
         except CannotRead as e:
             self.state.errors += 1
-            self._emit("error", {"netns": self.ns.label, "message": e.message})
+            now = self._clock()
+            # At 10 Hz a lasting failure (namespace gone, module unloaded) would flood the journal: say it
+            # when it changes, and then every 10 s.
+            if e.message != self._last_error or now - self._last_error_at >= 10.0:
+                self._emit("error", {"netns": self.ns.label, "message": e.message, "errors": self.state.errors})
+                self._last_error, self._last_error_at = e.message, now
             self._save()
             return
+        self._last_error = None
         self.state.polls += 1
         prev, self._last_drops = self._last_drops, drops
         if prev is None or drops <= prev:  # first reading is the baseline; a reset is not a drop
