@@ -63,13 +63,16 @@ def _stop_on_signals() -> Iterator[threading.Event]:
 
 
 def _emitter(as_json: bool) -> Callable[[str, Mapping[str, Any]], None]:
+    lock = threading.Lock()  # background threads (breakdown errors) log too: one whole line at a time
+
     def emit(event: str, fields: Mapping[str, Any]) -> None:
-        if as_json:
-            emit_event(event, fields)
-        else:
-            detail = " ".join(f"{k}={v}" for k, v in fields.items())
-            click.echo(f"{time.strftime('%H:%M:%S')} {event} {detail}")
-            sys.stdout.flush()
+        with lock:
+            if as_json:
+                emit_event(event, fields)
+            else:
+                detail = " ".join(f"{k}={v}" for k, v in fields.items())
+                click.echo(f"{time.strftime('%H:%M:%S')} {event} {detail}")
+                sys.stdout.flush()
     return emit
 
 
