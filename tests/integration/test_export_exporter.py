@@ -31,10 +31,10 @@ CLI = [sys.executable, "-c", "from ctguard.cli import main; main()"]
 
 
 @contextmanager
-def exporter(ns: str, *args: str, state_dir: str) -> Iterator[subprocess.Popen[str]]:
+def exporter(ns: str, *args: str, state_dir: str, host: str = "127.0.0.1") -> Iterator[subprocess.Popen[str]]:
     """`ctguard exporter --netns ns` from the root namespace; yields once it listens; killed by PID."""
     p = subprocess.Popen(  # noqa: S603
-        [*CLI, "exporter", "--netns", ns, "--listen", f"127.0.0.1:{PORT}", "--json", "--state-dir", state_dir,
+        [*CLI, "exporter", "--netns", ns, "--listen", f"{host}:{PORT}", "--json", "--state-dir", state_dir,
          *args],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
@@ -44,7 +44,7 @@ def exporter(ns: str, *args: str, state_dir: str) -> Iterator[subprocess.Popen[s
         line = p.stdout.readline()
         assert line, f"exporter exited: {p.stderr.read() if p.stderr else ''}"
         ev = json.loads(line)
-        assert ev["event"] == "listening" and ev["url"] == f"http://127.0.0.1:{PORT}/metrics"
+        assert ev["event"] == "listening" and ev["url"] == f"http://{host}:{PORT}/metrics"
         yield p
     finally:
         if p.poll() is None:
@@ -61,7 +61,7 @@ def test_scrape_reports_known_entries_and_stays_up_when_the_table_is_full(testbe
     n = 300
     fill("tcp-est", n, _tb.FILL_SRC, ns)
     assert conntrack_count(ns) == n
-    with exporter(testbed.srv, "--no-breakdown", state_dir=str(tmp_path)):
+    with exporter(testbed.srv, "--no-breakdown", state_dir=str(tmp_path), host="0.0.0.0"):
         scraper = ScrapeClient("127.0.0.1", PORT, ns)
         s = scraper.scrape().samples()
         # The scraper's own loopback connection is tracked too: exactly one more entry.
@@ -90,6 +90,27 @@ def test_scrape_reports_known_entries_and_stays_up_when_the_table_is_full(testbe
             assert s["ctguard_conntrack_free_entries"] == 0
             assert s["ctguard_conntrack_drop_total"] > drops_before  # the refused SYN, counted
             assert s["ctguard_conntrack_projected_full_seconds"] == 0
+        assert scraper.connects == 1
+        # From the monitoring network: a new connection is refused too, until `ctguard notrack` exempts the
+        # exporter's port for that network; then new scrapers get through the full table.
+        remote = ScrapeClient(_tb.SRV_IP, PORT, Netns(name=testbed.cli), timeout=1.0)
+        with pytest.raises(CannotRead):
+            remote.scrape()
+        nt = [*CLI, "notrack", "apply", "--netns", testbed.srv, "--state-dir", os.path.join(str(tmp_path), "nt"),
+              "--network", "198.18.0.0/24", "--no-ceph", "--extra-port", str(PORT),
+              "--extra-from", "198.18.0.0/24", "--no-rollback", "--json"]
+        done = subprocess.run(nt, capture_output=True, text=True, timeout=60, check=False)  # noqa: S603
+        assert done.returncode in (0, 1), done.stderr
+        try:
+            for _ in range(3):
+                s = ScrapeClient(_tb.SRV_IP, PORT, Netns(name=testbed.cli), timeout=2.0).scrape().samples()
+                assert s["ctguard_conntrack_entries"] >= limit and s["ctguard_conntrack_drop_total"] > drops_before
+        finally:
+            rm = subprocess.run([*CLI, "notrack", "remove", "--netns", testbed.srv, "--state-dir",  # noqa: S603
+                                 os.path.join(str(tmp_path), "nt"), "--json"],
+                                capture_output=True, text=True, timeout=60, check=False)
+        assert rm.returncode == 0, rm.stderr
+        scraper.scrape()  # the keep-alive scraper never noticed
         assert scraper.connects == 1
         scraper.close()
 
