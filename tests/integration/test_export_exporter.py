@@ -165,6 +165,31 @@ def test_breakdown_and_restart_headroom_of_a_local_osd(testbed: _tb.Testbed, tmp
 
 RULES = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                      "src", "ctguard", "export", "rules", "ctguard.yml")
+def test_breakdown_exports_the_expired_entries_its_dump_freed(testbed: _tb.Testbed, tmp_path: object) -> None:
+    """Entries past their timeout stay counted until the kernel's GC reaps them, which is slow when little has
+    expired (kernel-conntrack.md §6b). A dump reaps them at once; the exporter says how many."""
+    tb = testbed
+    ns = Netns(name=tb.srv)
+    tb.sysctl(tb.srv, "net.netfilter.nf_conntrack_tcp_timeout_time_wait", "1")  # per netns, ours
+    fill("tcp-est", 50_000, _tb.FILL_SRC, ns)  # long-lived: keeps the GC's pace slow
+    fill("tcp-tw", 2000, _tb.FILL_SRC, ns, sport=40001)
+    time.sleep(2.5)  # the TIME_WAIT entries have expired, but are still counted
+    assert conntrack_count(ns) > 51_000  # the GC reaps only a few of them meanwhile
+    with exporter(tb.srv, state_dir=str(tmp_path)):
+        scraper = ScrapeClient("127.0.0.1", PORT, ns)
+        deadline = time.monotonic() + 30
+        s = scraper.scrape().samples()
+        while s.get("ctguard_breakdown_runs_total", 0) < 1 and time.monotonic() < deadline:
+            time.sleep(0.2)
+            s = scraper.scrape().samples()
+        freed = s["ctguard_breakdown_expired_freed_entries_total"]
+        assert 0 < freed <= 2000
+        assert s["ctguard_breakdown_last_expired_freed_entries"] == freed
+        assert s.get('ctguard_conntrack_state_entries{state="TIME_WAIT"}', 0) == 0
+        assert s["ctguard_conntrack_entries"] <= 50_001 + (2000 - freed)
+        scraper.close()
+
+
 PROM_CONFIG = """
 global:
   scrape_interval: 1s
