@@ -104,3 +104,12 @@ def test_any_document_parses_or_is_cannot_read(doc: dict[str, object]) -> None:
         from_json(doc)
     except CannotRead:
         pass
+
+
+def test_child_main_reports_a_bad_namespace_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    from ctguard.export.breakdown import main
+
+    assert main(["--netns", "no/such", "--nice", "0"]) == 3
+    err = capsys.readouterr().err
+    assert err.startswith("ctguard breakdown: ") and err.count("\n") == 1
+    assert main(["--osd-range", "9-1", "--nice", "0"]) == 3
