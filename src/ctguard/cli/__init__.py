@@ -24,6 +24,7 @@ _COMMAND_MODULES = (
     "notrack",
     "diagnose",
     "model",
+    "export",
 )
 
 
