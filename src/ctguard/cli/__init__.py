@@ -25,6 +25,7 @@ _COMMAND_MODULES = (
     "diagnose",
     "model",
     "export",
+    "restart",
 )
 
 
