@@ -20,9 +20,9 @@ def cli() -> None:
 
 def _register() -> None:
     # One line per command module; each module exposes `commands` (a list of click commands).
-    from ctguard.cli import table
+    from ctguard.cli import lab, table
 
-    for mod in (table,):
+    for mod in (table, lab):
         for cmd in mod.commands:
             cli.add_command(cmd)
 
