@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from typing import Any
@@ -191,6 +192,85 @@ def restart_osds(prefix: str, base_dir: str | None, host: str, mode: str, gap: f
     else:
         for e in events:
             _out.print(f"{e.event:8s} osd.{e.osd} pid {e.pid}")
+
+
+def _fmt(v: Any, unit: str = "") -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:g}{unit}"
+    return f"{v}{unit}"
+
+
+def comparison_table(doc: dict[str, Any]) -> Table:
+    t = Table(title=f"lab reproduce {doc['run_id']}: host {doc['host']}, baseline {doc['baseline']} entries, "
+              f"burst {doc['burst']}, max {doc['max']}", title_justify="left")
+    for col in ("scenario", "free", "peak", "drops", "overflow s", "clean after s", "OSDs marked down",
+                "faults/s", "client stall s", "expected", "ok"):
+        t.add_column(col, justify="left" if col in ("scenario", "expected") else "right")
+    for s in doc["scenarios"]:
+        if not s["available"]:
+            t.add_row(s["name"], "", "", "", "", "", "", "", "", s["expect"], "n/a")
+            continue
+        ok = {True: "[green]yes[/green]", False: "[red]NO[/red]", None: ""}[s["met"]]
+        peak = f"{s['peak'] - s['filler']} ({s['peak_over_baseline']:g}x)"
+        t.add_row(s["name"], _fmt(s["free_before"]), peak, _fmt(s["drops"]), _fmt(s["overflow_seconds"]),
+                  _fmt(s["seconds_to_clean"]), _fmt(s["osds_marked_down"]), _fmt(s["fault_lines_per_s"]),
+                  _fmt(s["client_stalled_s"]), s["expect"] or "(truth)", ok)
+    return t
+
+
+@lab.command(help="Reproduce the 2014 incident on one OSD host, then each remedy from the same starting "
+             "point; prints a comparison, saves the time series (JSON lines) and one PNG per scenario.\n\n"
+             "Exit 0 when every scenario met its expectation, 2 when one did not.\n\n" + EXIT_CODES_HELP)
+@_prefix_options
+@click.option("--host", default=None, help="OSD host to restart (default: the first).")
+@click.option("--scenario", "names", multiple=True, metavar="NAME",
+              help="Run only these (repeatable): all-at-once, stagger, stagger-tw, headroom, untracked, "
+              "ctguard-restart, purge. The `measure` run always comes first.")
+@click.option("--gap", type=float, default=10.0, show_default=True, help="Stagger gap, seconds.")
+@click.option("--short-time-wait", type=int, default=10, show_default=True,
+              help="Per-netns TIME_WAIT timeout for the stagger-tw scenario (its gap is this + 2 s).")
+@click.option("--max-window", type=float, default=150.0, show_default=True,
+              help="Longest observation per scenario, seconds.")
+@click.option("--out", "out_dir", default=None, metavar="DIR",
+              help="Also save the series under DIR/<run id>/ (e.g. data/lab). Always saved in the lab dir.")
+@click.option("--plot", "plot_dir", default=None, metavar="DIR", help="Copy the PNGs to DIR.")
+@click.option("--no-plots", is_flag=True, help="Skip the PNGs.")
+@json_option
+@handle_errors
+def reproduce(prefix: str, base_dir: str | None, host: str | None, names: tuple[str, ...], gap: float,
+              short_time_wait: int, max_window: float, out_dir: str | None, plot_dir: str | None, no_plots: bool,
+              as_json: bool) -> None:
+    import shutil
+
+    from ctguard.lab.cluster import Lab
+    from ctguard.lab.reproduce import Reproducer, check_scenarios
+
+    if gap < 0 or short_time_wait < 1 or max_window < 10:
+        raise BadInput("--gap >= 0, --short-time-wait >= 1, --max-window >= 10")
+    wanted = check_scenarios(names, gap, short_time_wait)
+    lab_obj = Lab.load(prefix, base_dir)
+    if host is not None:
+        lab_obj.host_index(host)
+    dirs = [os.path.join(lab_obj.dir, "runs")] + ([out_dir] if out_dir else [])
+    for d in dirs:
+        os.makedirs(d, exist_ok=True)
+    rep = Reproducer(lab_obj, host, dirs, progress=_progress(as_json), max_window=max_window,
+                     plots=not no_plots)
+    doc = rep.run(wanted)
+    if plot_dir:
+        os.makedirs(plot_dir, exist_ok=True)
+        for s in doc["scenarios"]:
+            if s.get("plot"):
+                shutil.copy(s["plot"], os.path.join(plot_dir, os.path.basename(s["plot"])))
+    if as_json:
+        print_json(doc, SCHEMA)
+    else:
+        _out.print(comparison_table(doc))
+        _out.print(f"series and plots: {', '.join(os.path.join(d, doc['run_id']) for d in dirs)}")
+    if any(s["met"] is False for s in doc["scenarios"]):
+        sys.exit(int(Exit.CRIT))
 
 
 commands = [lab]
