@@ -18,11 +18,20 @@ def cli() -> None:
     pass
 
 
-def _register() -> None:
-    # One line per command module; each module exposes `commands` (a list of click commands).
-    from ctguard.cli import lab, table
+# One module per command family, each exposing `commands` (a list of click commands).
+_COMMAND_MODULES = (
+    "table",
+    "notrack",
+    "diagnose",
+    "lab",
+)
 
-    for mod in (table, lab):
+
+def _register() -> None:
+    import importlib
+
+    for name in _COMMAND_MODULES:
+        mod = importlib.import_module(f"ctguard.cli.{name}")
         for cmd in mod.commands:
             cli.add_command(cmd)
 

@@ -9,6 +9,7 @@ on 6.x). The counters are cumulative and survive `conntrack -F`: consumers compu
 
 from __future__ import annotations
 
+import socket
 import struct
 from dataclasses import dataclass, field
 
@@ -129,10 +130,7 @@ def parse_stats_cpu(buffers: list[bytes]) -> ConntrackStats:
     return ConntrackStats("netlink", totals, cpus)
 
 
-def _read_dump(sock: object, what: str) -> list[bytes]:
-    import socket as _s
-
-    assert isinstance(sock, _s.socket)
+def _read_dump(sock: socket.socket, what: str) -> list[bytes]:
     out: list[bytes] = []
     for buf in nl.recv_buffers(sock, what, 1 << 16):
         off, end = 0, len(buf)
@@ -149,6 +147,7 @@ def _read_dump(sock: object, what: str) -> list[bytes]:
                     nl.raise_errno(err, what)
             off += (mlen + 3) & ~3
         out.append(buf)
+    raise CannotRead(f"{what}: the dump ended without NLMSG_DONE")
 
 
 def netlink_stats(ns: _netns.Netns | None = None) -> ConntrackStats:

@@ -39,6 +39,8 @@ table inet tb {
 class Testbed:
     """Context manager; `Testbed(prefix=None)` picks a unique `ctg<6 hex>` prefix."""
 
+    __test__ = False  # not a pytest test class
+
     def __init__(self, prefix: str | None = None, rules: str | None = BASE_RULES) -> None:
         self.prefix = prefix or "ctg" + secrets.token_hex(3)
         if len(self.prefix) > 10 or not self.prefix.replace("-", "").isalnum():

@@ -1,0 +1,414 @@
+"""From events to incidents: windows of trouble, what each host and OSD did in them, and the cause.
+
+An incident is seeded by trouble lines (table full, suppressed, mark-downs, heartbeat failures, slow requests,
+and lossy-fault storms of at least `storm_per_s` lines per second); seeds closer than `gap` seconds belong to
+one incident. The window then reaches back through contiguous messenger activity (again `gap`) and takes in
+the daemon restarts of the `lookback` seconds before the first seed, because a mass restart is what fills the
+table (the 2014 incident: all 8 OSDs of a host restarted at once).
+
+Why these defaults: net_ratelimit prints a burst every 5 s while drops go on (kernel-conntrack.md 2.4), TIME_WAIT
+entries live 120 s (tcp_timeout_time_wait), so `gap` = 120 s keeps one overflow in one incident; the mon marks
+silent OSDs down after mon_osd_report_timeout = 900 s, so incidents can last a quarter of an hour or more.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from ctguard.diagnose import model
+from ctguard.diagnose.clock import rfc3339
+from ctguard.diagnose.scan import ScanResult
+
+SEED_KINDS = frozenset({model.TABLE_FULL, model.SUPPRESSED, model.MARKED_DOWN, model.WRONGLY_DOWN,
+                        model.HB_NO_REPLY, model.SLOW})
+RESTART_KINDS = frozenset({model.OSD_START, model.MON_BOOT})
+DOWN_KINDS = frozenset({model.MARKED_DOWN, model.WRONGLY_DOWN})
+
+RATELIMIT_S = 5.0  # net.core.message_cost: one burst of 10 messages per 5 s (kernel-conntrack.md 2.4)
+CONNTRACK_KINDS = ("conntrack-overflow-after-restart", "conntrack-overflow-reconnect-storm", "conntrack-overflow")
+
+
+@dataclass(frozen=True)
+class Options:
+    gap: float = 120.0
+    lookback: float = 600.0
+    storm_per_s: int = 20
+    same_event: float = 120.0  # boot/down lines of one daemon closer than this are one restart / one mark-down
+
+
+@dataclass(frozen=True)
+class Evidence:
+    source: str
+    line: int
+    text: str
+
+    @staticmethod
+    def of(ev: model.Event) -> Evidence:
+        return Evidence(ev.source, ev.line_no, ev.text)
+
+
+@dataclass(frozen=True)
+class Claim:
+    claim: str
+    evidence: list[Evidence]
+
+
+@dataclass
+class HostKernel:
+    host: str
+    first: float
+    last: float
+    drops_logged: int = 0
+    suppressed: int = 0
+    peak_per_s: int = 0
+    netns: list[str] = field(default_factory=list)
+    first_ev: model.Event | None = None
+    last_ev: model.Event | None = None
+
+    @property
+    def duration(self) -> float:
+        return self.last - self.first
+
+
+@dataclass
+class DaemonStats:
+    daemon: str
+    host: str
+    lossy_faults: int = 0
+    peak_faults_per_s: int = 0
+    peers: set[str] = field(default_factory=set)
+    closes: int = 0
+    resets: int = 0
+    heartbeat_no_reply: int = 0
+    slow_max: int = 0
+    first_fault: model.Event | None = None
+
+
+@dataclass(frozen=True)
+class Point:
+    daemon: str
+    host: str
+    ts: float
+    how: str
+    ev: model.Event
+
+
+@dataclass
+class Incident:
+    clock: str
+    start: float
+    end: float
+    hosts: list[str]
+    kernel: list[HostKernel]
+    daemons: list[DaemonStats]
+    restarted: list[Point]
+    marked_down: list[Point]
+    cause_kind: str
+    cause: str
+    claims: list[Claim]
+    series: dict[str, dict[int, int]]  # "drops:HOST" / "faults:HOST" -> {second: count}, for the plot
+
+    @property
+    def drops_logged(self) -> int:
+        return sum(k.drops_logged for k in self.kernel)
+
+    @property
+    def suppressed(self) -> int:
+        return sum(k.suppressed for k in self.kernel)
+
+    @property
+    def conntrack(self) -> bool:
+        return self.cause_kind in CONNTRACK_KINDS
+
+
+def fmt_ts(ts: float, clock: str) -> str:
+    return rfc3339(ts) if clock == model.WALL else f"boot+{ts:.3f}s"
+
+
+def _windows(seeds: list[float], gap: float) -> list[list[float]]:
+    out: list[list[float]] = []
+    for t in sorted(seeds):
+        if out and t - out[-1][1] <= gap:
+            out[-1][1] = t
+        else:
+            out.append([t, t])
+    return out
+
+
+def correlate(res: ScanResult, opts: Options | None = None) -> list[Incident]:
+    opts = opts or Options()
+    domains: dict[str, tuple[list[model.Event], list[tuple[model.BucketKey, model.Bucket]]]] = defaultdict(
+        lambda: ([], []))
+    for ev in res.events:
+        domains[ev.clock if ev.clock == model.WALL else f"boot:{ev.source}"][0].append(ev)
+    for key, b in res.buckets.items():
+        ev = b.first
+        domains[ev.clock if ev.clock == model.WALL else f"boot:{ev.source}"][1].append((key, b))
+    incidents: list[Incident] = []
+    for _dom, (events, buckets) in sorted(domains.items()):
+        incidents.extend(_domain(events, buckets, opts, kernel_inputs=res.kernel_inputs))
+    incidents.sort(key=lambda i: (i.clock != model.WALL, i.start))
+    return incidents
+
+
+def _domain(events: list[model.Event], buckets: list[tuple[model.BucketKey, model.Bucket]], opts: Options,
+            kernel_inputs: int) -> list[Incident]:
+    events.sort(key=lambda e: e.ts)
+    seeds = [e.ts for e in events if e.kind in SEED_KINDS]
+    per_sec: dict[int, int] = defaultdict(int)
+    for key, bucket in buckets:
+        if key[1] == model.MS_FAULT:
+            per_sec[key[4]] += bucket.count
+    seeds += [float(s) for s, n in per_sec.items() if n >= opts.storm_per_s]
+    if not seeds:
+        return []
+    activity = sorted({bk.first.ts for _, bk in buckets} | {e.ts for e in events})
+    wins = _windows(seeds, opts.gap)
+    for w in wins:  # reach back through contiguous activity (a storm that began before the first drop)
+        i = bisect.bisect_left(activity, w[0]) - 1
+        while i >= 0 and w[0] - activity[i] <= opts.gap and w[1] - activity[i] <= opts.lookback + (w[1] - w[0]):
+            w[0] = activity[i]
+            i -= 1
+    merged: list[list[float]] = []
+    for w in sorted(wins):
+        if merged and w[0] <= merged[-1][1] + opts.gap:
+            merged[-1][1] = max(merged[-1][1], w[1])
+        else:
+            merged.append(list(w))
+    out = []
+    for a, b in merged:
+        first_seed = min((s for s in seeds if a <= s <= b), default=a)
+        restarts = [e for e in events if e.kind in RESTART_KINDS and first_seed - opts.lookback <= e.ts <= b]
+        start = min([a] + [e.ts for e in restarts])
+        evs = [e for e in events if start <= e.ts <= b + 1 and e.kind not in RESTART_KINDS] + restarts
+        bks = [(k, bk) for k, bk in buckets if start - 1 < k[4] <= b + 1]
+        out.append(_incident(start, b, evs, bks, opts, kernel_inputs))
+    return out
+
+
+def _restarts(evs: list[model.Event], window: float) -> list[model.Event]:
+    """One entry per restart: every OSD-side process start, and the cluster log's boot line only when no
+    process start of that daemon came shortly before it (the same restart seen from the mon)."""
+    starts: dict[str, list[float]] = defaultdict(list)
+    for e in evs:
+        if e.kind == model.OSD_START:
+            starts[e.daemon].append(e.ts)
+    out = []
+    for e in sorted(evs, key=lambda e: e.ts):
+        if e.kind == model.OSD_START or (e.kind == model.MON_BOOT
+                                         and not any(0 <= e.ts - t <= window for t in starts[e.daemon])):
+            out.append(e)
+    return out
+
+
+def _incident(start: float, end: float, evs: list[model.Event], bks: list[tuple[model.BucketKey, model.Bucket]],
+              opts: Options, kernel_inputs: int) -> Incident:
+    evs.sort(key=lambda e: e.ts)
+    clock = evs[0].clock if evs else bks[0][1].first.clock
+    series: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
+    # kernel, per host
+    kern: dict[str, HostKernel] = {}
+    last_kernel: dict[str, float] = {}
+    for e in evs:
+        if e.kind not in (model.TABLE_FULL, model.SUPPRESSED):
+            continue
+        hk = kern.get(e.host)
+        if hk is None:
+            hk = kern[e.host] = HostKernel(host=e.host, first=e.ts, last=e.ts)
+        hk.first, hk.last = min(hk.first, e.ts), max(hk.last, e.ts)
+        if e.kind == model.TABLE_FULL:
+            hk.drops_logged += 1
+            hk.first_ev = hk.first_ev or e
+            hk.last_ev = e
+            if e.detail and e.detail not in hk.netns:
+                hk.netns.append(e.detail)
+            series[f"drops:{e.host or '-'}"][int(e.ts // 1)] += 1
+        else:
+            # N messages were suppressed since the previous burst: spread them over that interval
+            # (net.core.message_cost = 5 s) rather than pile them on one second
+            hk.suppressed += e.count
+            prev = last_kernel.get(e.host, e.ts - RATELIMIT_S)
+            span = list(range(int(max(prev, e.ts - RATELIMIT_S) // 1), int(e.ts // 1) + 1))
+            for sec in span:
+                series[f"drops:{e.host or '-'}"][sec] += e.count // len(span)
+            series[f"drops:{e.host or '-'}"][span[-1]] += e.count % len(span)
+        last_kernel[e.host] = e.ts
+    for hk in kern.values():
+        hk.peak_per_s = max(series[f"drops:{hk.host or '-'}"].values(), default=0)
+    # daemons
+    ds: dict[str, DaemonStats] = {}
+
+    def stats(daemon: str, host: str) -> DaemonStats:
+        d = ds.get(daemon)
+        if d is None:
+            d = ds[daemon] = DaemonStats(daemon=daemon, host=host)
+        if host and not d.host:
+            d.host = host
+        return d
+
+    fault_sec: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
+    for key, b in bks:
+        d = stats(b.first.daemon, b.first.host)
+        if key[1] == model.MS_FAULT:
+            d.lossy_faults += b.count
+            d.peers |= b.peers
+            fault_sec[d.daemon][key[4]] += b.count
+            series[f"faults:{b.first.host or '-'}"][key[4]] += b.count
+            if d.first_fault is None or b.first.ts < d.first_fault.ts:
+                d.first_fault = b.first
+        else:
+            d.closes += b.count
+    for name, secs in fault_sec.items():
+        ds[name].peak_faults_per_s = max(secs.values())
+    for e in evs:
+        if e.kind == model.MS_RESET:
+            stats(e.daemon, e.host).resets += 1
+        elif e.kind == model.HB_NO_REPLY:
+            stats(e.daemon, e.host).heartbeat_no_reply += 1
+        elif e.kind == model.SLOW and e.daemon:
+            d = stats(e.daemon, e.host)
+            d.slow_max = max(d.slow_max, e.count)
+    # restarts and mark-downs
+    downs_raw = [e for e in evs if e.kind in DOWN_KINDS]
+    restarted: list[Point] = []
+    for e in _restarts([x for x in evs if x.kind in RESTART_KINDS], opts.same_event):
+        if e.kind == model.MON_BOOT and any(
+                d.daemon == e.daemon and 0 <= e.ts - d.ts <= opts.same_event
+                and (d.kind == model.WRONGLY_DOWN or not d.detail.startswith("marked itself")) for d in downs_raw):
+            continue  # back up after a mark-down: a re-join, not a restart
+        how = "process start (OSD log)" if e.kind == model.OSD_START else "boot (cluster log)"
+        restarted.append(Point(e.daemon, e.host, e.ts, how, e))
+    marked: list[Point] = []
+    preferred = sorted(downs_raw, key=lambda e: (e.kind != model.MARKED_DOWN, e.ts))
+    seen: dict[str, float] = {}
+    for e in preferred:
+        if e.daemon in seen and abs(e.ts - seen[e.daemon]) <= opts.same_event:
+            continue
+        seen[e.daemon] = e.ts
+        how = e.detail if e.kind == model.MARKED_DOWN else "wrongly marked me down (OSD log)"
+        marked.append(Point(e.daemon, e.host, e.ts, how, e))
+    marked.sort(key=lambda p: p.ts)
+    hosts = sorted({e.host for e in evs if e.host} | {b.first.host for _, b in bks if b.first.host})
+    inc = Incident(clock=clock, start=start, end=end, hosts=hosts, kernel=sorted(kern.values(), key=lambda k: k.first),
+                   daemons=sorted(ds.values(), key=lambda d: (-d.lossy_faults, d.daemon)), restarted=restarted,
+                   marked_down=marked, cause_kind="", cause="", claims=[],
+                   series={k: dict(v) for k, v in series.items()})
+    _cause(inc, evs, opts, kernel_inputs)
+    return inc
+
+
+def _names(points: list[Point], limit: int = 8) -> str:
+    names = sorted({p.daemon for p in points if p.daemon}, key=_osd_order)
+    s = ", ".join(names[:limit])
+    return s + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def _osd_order(name: str) -> tuple[str, int, str]:
+    head, _, num = name.partition(".")
+    return (head, int(num), "") if num.isdigit() else (head, 1 << 30, name)
+
+
+def _s(x: float) -> str:
+    return f"{x:.0f} s" if x >= 10 else f"{x:.1f} s"
+
+
+def _cause(inc: Incident, evs: list[model.Event], opts: Options, kernel_inputs: int) -> None:
+    claims: list[Claim] = []
+
+    def fmt(ts: float) -> str:
+        return fmt_ts(ts, inc.clock)
+
+    faults = sum(d.lossy_faults for d in inc.daemons)
+    peers: set[str] = set().union(*(d.peers for d in inc.daemons)) if inc.daemons else set()
+    fault_daemons = [d for d in inc.daemons if d.lossy_faults]
+    peak = max((v for k, s in inc.series.items() if k.startswith("faults:") for v in s.values()), default=0)
+    if inc.kernel:
+        first = min(inc.kernel, key=lambda k: k.first)
+        first_drop = min((k.first_ev.ts for k in inc.kernel if k.first_ev), default=first.first)
+        last_drop = max(k.last for k in inc.kernel)
+        parts = []
+        for k in inc.kernel:
+            nets = f" (netns {', '.join(k.netns)})" if k.netns else ""
+            parts.append(f"{k.host or 'unknown host'}{nets}: {_s(k.duration)}, {k.drops_logged} 'table full' lines "
+                         f"+ {k.suppressed} suppressed, peak {k.peak_per_s}/s")
+        ev = [Evidence.of(e) for k in inc.kernel for e in (k.first_ev, k.last_ev) if e is not None]
+        claims.append(Claim(
+            "the nf_conntrack table was full and the kernel dropped new connections: " + "; ".join(parts)
+            + " (suppressed = net_ratelimit's count of unprinted messages; its budget is shared with other kernel "
+              "network messages, so it is an upper bound)", ev[:4]))
+        trigger = [p for p in inc.restarted if p.ts <= first_drop + 1]
+        kind = "conntrack-overflow"
+        summary = [f"nf_conntrack table overflow on {', '.join(k.host or '?' for k in inc.kernel)} "
+                   f"({_s(last_drop - first_drop)} of drops)"]
+        if trigger:
+            t0 = min(p.ts for p in trigger)
+            span = max(p.ts for p in trigger) - t0
+            claims.append(Claim(
+                f"it started {_s(first_drop - t0)} after {len(trigger)} daemon restart(s) within {_s(span)} "
+                f"({_names(trigger)}, first at {fmt(t0)}): restarted daemons reconnect to every peer at once, "
+                f"and the closed connections stay in the table (TIME_WAIT, 120 s)",
+                [Evidence.of(p.ev) for p in sorted(trigger, key=lambda p: p.ts)[:3]] + [
+                    Evidence.of(e) for e in (first.first_ev,) if e is not None]))
+            kind = CONNTRACK_KINDS[0]
+            summary.append(f"triggered by the restart of {len(trigger)} daemon(s) ({_names(trigger, 4)}) "
+                           f"{_s(first_drop - t0)} before")
+        during = [d for d in fault_daemons if d.first_fault is not None and d.first_fault.ts <= last_drop]
+        if during:
+            n_during = sum(d.lossy_faults for d in during)
+            claims.append(Claim(
+                f"a lossy-connection reconnect loop sustained it: {n_during} 'fault on lossy channel' lines on "
+                f"{', '.join(d.daemon for d in during[:6])}{f' and {len(during) - 6} more' if len(during) > 6 else ''} from {len(peers)}{'+' if len(peers) >= model.PEER_CAP else ''} "
+                f"distinct peers, peak {peak}/s: a lossy connection is not retried by the messenger, the peer "
+                f"opens a new one, and each new one needs a new conntrack entry",
+                [Evidence.of(d.first_fault) for d in during[:3] if d.first_fault is not None]))
+            if kind == "conntrack-overflow":
+                kind = CONNTRACK_KINDS[1]
+            summary.append(f"sustained by a lossy-client reconnect loop ({faults} faults from {len(peers)} peers)")
+        downs = [p for p in inc.marked_down if p.ts >= first_drop - 1]
+        if downs:
+            t1 = min(p.ts for p in downs)
+            claims.append(Claim(
+                f"it ended when the monitors marked {len(downs)} OSD(s) down ({_names(downs)}), the first "
+                f"{_s(t1 - first_drop)} after the first drop ({downs[0].how}); the last 'table full' line is at "
+                f"{fmt(last_drop)}", [Evidence.of(p.ev) for p in downs[:3]]))
+            summary.append(f"ended when the mon marked {len(downs)} OSD(s) down {_s(t1 - first_drop)} after "
+                           f"the first drop")
+        else:
+            summary.append(f"drops stopped at {fmt(last_drop)} with no mark-down line in the inputs")
+        if not trigger:
+            claims.append(Claim("no daemon restart line in the inputs in the "
+                                f"{_s(opts.lookback)} before the first drop: cannot tell which restart, if any, "
+                                "started it (add the OSD logs or the cluster log)", []))
+        inc.cause_kind, inc.cause = kind, "; ".join(summary)
+    else:
+        trouble = []
+        if inc.marked_down:
+            trouble.append(f"{len(inc.marked_down)} OSD(s) marked down ({_names(inc.marked_down, 4)})")
+            claims.append(Claim(f"OSDs marked down: {_names(inc.marked_down)}",
+                                [Evidence.of(p.ev) for p in inc.marked_down[:3]]))
+        if faults:
+            trouble.append(f"{faults} lossy faults (peak {peak}/s)")
+            claims.append(Claim(f"{faults} 'fault on lossy channel' lines from {len(peers)} peers, peak {peak}/s",
+                                [Evidence.of(d.first_fault) for d in fault_daemons[:3] if d.first_fault]))
+        hb = [e for e in evs if e.kind == model.HB_NO_REPLY]
+        if hb:
+            trouble.append(f"{len(hb)} heartbeat failures")
+            claims.append(Claim(f"{len(hb)} heartbeat_check 'no reply' lines", [Evidence.of(hb[0])]))
+        slow = [e for e in evs if e.kind == model.SLOW]
+        if slow:
+            trouble.append(f"slow requests (up to {max(e.count for e in slow)})")
+            claims.append(Claim("slow/blocked requests", [Evidence.of(slow[0])]))
+        if inc.restarted:
+            claims.append(Claim(f"restarts: {_names(inc.restarted)}", [Evidence.of(p.ev) for p in inc.restarted[:3]]))
+        what = ", ".join(trouble) or "OSD trouble"
+        if kernel_inputs == 0:
+            inc.cause_kind = "no-kernel-log"
+            inc.cause = (f"{what}; no kernel log among the inputs, so nf_conntrack overflow can be neither shown "
+                         f"nor ruled out: add kern.log, `journalctl -k` or dmesg of the OSD hosts")
+        else:
+            inc.cause_kind = "not-conntrack"
+            inc.cause = (f"{what}; no nf_conntrack 'table full' line in the kernel logs read for this window, so "
+                         f"the table did not overflow (look at the network, the disks or the load instead)")
+    inc.claims = claims

@@ -1,0 +1,46 @@
+"""Kernel messages about conntrack overflow, and the shapes kernel logs come in.
+
+Message text (kernel sources: net/netfilter/nf_conntrack_core.c `__nf_conntrack_alloc`):
+* `nf_conntrack: table full, dropping packet` (3.x - 6.x), printed with net_warn_ratelimited();
+* `nf_conntrack: nf_conntrack: table full in netns 4026532177, dropping packet` (6.18 here: the prefix is
+  printed twice and a non-init namespace is named by its inode; measured in kernel-conntrack.md 2.4);
+* `ip_conntrack: table full, dropping packet.` (2.6.x ip_conntrack, before nf_conntrack);
+* `net_ratelimit: N callbacks suppressed` (or `__ratelimit: N callbacks suppressed` on older kernels): the
+  number of rate-limited messages not printed. The budget (net.core.message_cost/message_burst: 10 lines per
+  5 s) is shared by every net_*_ratelimited() caller, so N is only attributed to conntrack when a table-full
+  line follows within SUPPRESSED_WINDOW lines (`lines.attach_suppressed`), and even then it is an upper bound
+  of the unprinted table-full lines: count real drops with the `drop` counter, not with log lines.
+"""
+
+from __future__ import annotations
+
+import re
+
+TABLE_FULL_RE = re.compile(r"(?:(?:nf|ip)_conntrack: )*table full(?: in netns (\d+))?, dropping packet")
+SUPPRESSED_RE = re.compile(r"(?:^|\s)(net_ratelimit|_{0,3}ratelimit): (\d+) callbacks suppressed")
+SUPPRESSED_WINDOW = 3  # a suppression line counts if a table-full line follows within this many lines
+
+# Shapes of a kernel log line without a syslog envelope.
+# raw dmesg: `[ 8723.214092] msg`; `dmesg -x` adds `kern  :warn  : `.
+DMESG_RAW_RE = re.compile(r"^(?:\w+\s*:\s*\w+\s*: )?\[\s*(\d{1,10})\.(\d{1,9})\] ?(.*)$")
+# dmesg -T: `[Thu Nov 26 06:05:51 2026] msg`
+DMESG_T_RE = re.compile(
+    r"^(?:\w+\s*:\s*\w+\s*: )?\[(?:[A-Z][a-z]{2} )?([A-Z][a-z]{2}) +(\d{1,2}) (\d\d:\d\d:\d\d) (\d{4})\] ?(.*)$")
+# dmesg --time-format=iso: `2024-03-05T10:12:13,123456+00:00 msg` (a comma, and no host)
+DMESG_ISO_RE = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d,\d{1,9}[+-]\d\d:?\d\d) (.*)$")
+# the `[secs.usecs] ` that kern.log keeps inside the syslog message
+INNER_STAMP_RE = re.compile(r"^\[\s*\d{1,10}\.\d{1,9}\] ?")
+
+
+def kernel_message(msg: str) -> tuple[str, int, str] | None:
+    """(kind, count, detail) for a conntrack-overflow kernel message, else None."""
+    if "table full" in msg:
+        m = TABLE_FULL_RE.search(msg)
+        if m:
+            return ("table_full", 1, m.group(1) or "")
+        return None
+    if "callbacks suppressed" in msg:
+        m = SUPPRESSED_RE.search(msg)
+        if m:
+            return ("suppressed", int(m.group(2)), m.group(1))
+    return None

@@ -1,0 +1,1 @@
+"""Pure models: take readings as values, never read the host."""

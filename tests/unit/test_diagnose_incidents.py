@@ -1,0 +1,200 @@
+"""Correlation: the 2014 incident (its real lines, and a full reconstruction in every kernel log format), the
+real Ceph 16.2.15 lab lines, and the cases that are not a conntrack overflow."""
+
+from __future__ import annotations
+
+import calendar
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from ctguard.diagnose import correlate, model, report, scan
+from ctguard.diagnose.clock import Clock
+from ctguard.diagnose.lines import SourceCtx
+
+LOGS = Path(__file__).parent.parent / "fixtures" / "logs"
+FULL = LOGS / "incident-2014-full"
+
+
+def diagnose(*specs: str, year: int | None = 2014, boot: float | None = None,
+             **opts: object) -> tuple[scan.ScanResult, list[correlate.Incident], dict[str, object]]:
+    clock = Clock(year=year)
+
+    def ctx(path: str, host: str, daemon: str) -> SourceCtx:
+        return SourceCtx(source=path, host=host, daemon=daemon, clock=clock, boot_time=boot)
+
+    res = scan.scan([scan.parse_spec(s) for s in specs], ctx, use_grep=False)
+    incs = correlate.correlate(res, correlate.Options(**opts))  # type: ignore[arg-type]
+    return res, incs, report.document(res, incs)
+
+
+def test_the_incident_lines_as_posted() -> None:
+    res, incs, doc = diagnose(str(LOGS / "incident-2014"))
+    assert doc["lines"] == {"read": 7, "matched": 7, "skipped": 0, "ignored": 0}
+    (inc,) = incs
+    assert inc.cause_kind == "conntrack-overflow-reconnect-storm"
+    assert inc.hosts == ["cartman06"] and inc.drops_logged == 1
+    texts = [e.text for c in inc.claims for e in c.evidence]
+    assert any("nf_conntrack: table full, dropping packet" in t for t in texts)
+    assert any("fault on lossy channel, failing" in t for t in texts)
+    assert "no daemon restart line" in " ".join(c.claim for c in inc.claims)
+    d = doc["incidents"][0]  # type: ignore[index]
+    assert d["start"] == "2014-08-06T15:22:35.344Z" and d["end"] == "2014-08-06T15:23:48.000Z"
+
+
+def check_full(doc: dict[str, object], incs: list[correlate.Incident]) -> None:
+    (inc,) = incs
+    assert inc.cause_kind == "conntrack-overflow-after-restart" and inc.conntrack
+    assert [p.daemon for p in inc.restarted] == [f"osd.{i}" for i in range(8)]
+    assert [p.daemon for p in inc.marked_down] == [f"osd.{i}" for i in range(8)]
+    assert all(p.how.startswith("no pg stats for 900") for p in inc.marked_down)
+    (k,) = inc.kernel
+    assert k.host == "cartman06" and k.drops_logged == 1740 and 880 < k.duration < 900
+    assert inc.suppressed == sum(int(m.group(1)) for m in re.finditer(
+        r"(\d+) callbacks suppressed", (FULL / "cartman06" / "kern.log").read_text()))
+    d = doc["incidents"][0]  # type: ignore[index]
+    assert d["drops"] == 1740 + inc.suppressed and d["hosts"] == ["cartman06"]
+    assert d["start"] == "2014-08-06T15:20:04.200Z"
+    assert "triggered by the restart of 8 daemon(s)" in d["cause"]
+    assert "sustained by a lossy-client reconnect loop" in d["cause"]
+    assert "ended when the mon marked 8 OSD(s) down" in d["cause"]
+    for c in d["claims"]:
+        assert c["evidence"], c["claim"]
+        for e in c["evidence"]:  # every piece of evidence is a real line of a real input
+            assert e["text"] in Path(e["source"]).read_text()
+    osd = {x["daemon"]: x for x in d["daemons"]}
+    assert osd["osd.3"]["lossy_faults"] > 100 and osd["osd.3"]["distinct_peers"] > 20
+    assert osd["osd.3"]["heartbeat_no_reply"] > 0 and osd["osd.3"]["slow_requests_max"] > 0
+
+
+def test_full_reconstruction_names_restart_loop_and_markdown() -> None:
+    _, incs, doc = diagnose(f"cartman06={FULL}/cartman06", str(FULL / "cartman01"))
+    check_full(doc, incs)
+    assert doc["verdict"] == "CRIT"
+
+
+BOOT = calendar.timegm((2014, 8, 6, 15, 23, 48, 0, 0, 0)) + 0.554784 - 12713575.554784
+_KERN = re.compile(r"^(\w{3}) +(\d+) (\d\d:\d\d:\d\d) (\S+) kernel: \[\s*(\d+\.\d+)\] (.*)$")
+
+
+def _convert(line: str, fmt: str) -> str:
+    m = _KERN.match(line)
+    if m is None:
+        return line
+    up, msg = float(m.group(5)), m.group(6)
+    t = BOOT + up
+    iso = lambda sep, off: (__import__("time").strftime("%Y-%m-%dT%H:%M:%S", __import__("time").gmtime(t))  # noqa: E731
+                            + f"{sep}{int(t % 1 * 1e6):06d}" + off)
+    if fmt == "dmesg":
+        return f"[{up:14.6f}] {msg}"
+    if fmt == "dmesg-T":
+        return "[" + __import__("time").strftime("%a %b %e %H:%M:%S %Y", __import__("time").gmtime(t)) + f"] {msg}"
+    if fmt == "dmesg-iso":
+        return iso(",", "+00:00") + f" {msg}"
+    if fmt == "rfc3339":
+        return iso(".", "+00:00") + f" cartman06 kernel: [{up:.6f}] {msg}"
+    if fmt == "short-iso":
+        return iso(".", "+0000") + f" cartman06 kernel: {msg}"
+    if fmt == "json":
+        return json.dumps({"__REALTIME_TIMESTAMP": str(round(t * 1e6)), "_HOSTNAME": "cartman06",
+                           "_TRANSPORT": "kernel", "SYSLOG_IDENTIFIER": "kernel", "MESSAGE": msg})
+    if fmt == "doubled-netns":
+        return line.replace("nf_conntrack: table full,", "nf_conntrack: nf_conntrack: table full in netns 4026531840,")
+    if fmt == "ip_conntrack":
+        return line.replace("nf_conntrack: table full, dropping packet", "ip_conntrack: table full, dropping packet.")
+    if fmt == "__ratelimit":
+        return line.replace("net_ratelimit:", "__ratelimit:")
+    raise AssertionError(fmt)
+
+
+@pytest.mark.parametrize("fmt", ["dmesg", "dmesg-T", "dmesg-iso", "rfc3339", "short-iso", "json", "doubled-netns",
+                                 "ip_conntrack", "__ratelimit"])
+def test_every_kernel_format_gives_the_same_diagnosis(tmp_path: Path, fmt: str) -> None:
+    lines = (FULL / "cartman06" / "kern.log").read_text().splitlines()
+    (tmp_path / "kern.log").write_text("\n".join(_convert(x, fmt) for x in lines) + "\n")
+    _, incs, doc = diagnose(f"cartman06={tmp_path / 'kern.log'}", str(FULL / "cartman01"),
+                            boot=BOOT if fmt == "dmesg" else None)
+    (inc,) = incs
+    assert inc.cause_kind == "conntrack-overflow-after-restart"  # restarts from the cluster log's boot lines
+    (k,) = inc.kernel
+    assert k.host == "cartman06" and k.drops_logged == 1740 and 880 < k.duration < 900
+    assert inc.suppressed == sum(int(m.group(1)) for m in re.finditer(r"(\d+) callbacks suppressed", "\n".join(lines)))
+    assert len(inc.restarted) == 8 and len(inc.marked_down) == 8
+    if fmt == "doubled-netns":
+        assert doc["incidents"][0]["table_full"][0]["netns"] == ["4026531840"]  # type: ignore[index]
+
+
+def test_raw_dmesg_without_boot_time_is_its_own_clock(tmp_path: Path) -> None:
+    p = tmp_path / "dmesg.txt"
+    p.write_text("[ 8755.832058] net_ratelimit: 149990 callbacks suppressed\n"
+                 + "".join(f"[ 8755.{832071 + i:06d}] nf_conntrack: nf_conntrack: table full in netns 4026532177, "
+                           "dropping packet\n" for i in range(10)))
+    _, incs, doc = diagnose(f"h1={p}")
+    (inc,) = incs
+    assert inc.clock == model.BOOT and inc.drops_logged == 10 and inc.suppressed == 149990
+    assert doc["incidents"][0]["start"] == "boot+8755.832s"  # type: ignore[index]
+    assert inc.cause_kind == "conntrack-overflow"
+
+
+def test_pacific_lab_without_kernel_logs_is_not_blamed_on_conntrack() -> None:
+    _, incs, doc = diagnose(str(LOGS / "pacific-1host"), year=None)
+    (inc,) = incs
+    assert inc.cause_kind == "no-kernel-log" and doc["verdict"] == "WARN"
+    assert {p.daemon for p in inc.marked_down} == {"osd.0", "osd.1", "osd.2"}
+    assert [p.daemon for p in inc.restarted] == ["osd.0", "osd.1", "osd.2", "osd.2"]
+    assert "add kern.log" in inc.cause
+
+
+def test_clean_kernel_log_rules_conntrack_out(tmp_path: Path) -> None:
+    k = tmp_path / "kern.log"
+    k.write_text("Nov 26 06:08:40 vm kernel: [  100.000000] e1000e: eth0 NIC Link is Up\n")
+    _, incs, _ = diagnose(str(LOGS / "pacific-1host"), f"vm={k}", year=2026)
+    assert incs[0].cause_kind == "not-conntrack" and "did not overflow" in incs[0].cause
+
+
+def test_pacific_lab_with_a_netns_overflow_is_conntrack(tmp_path: Path) -> None:
+    k = tmp_path / "kern.log"
+    k.write_text("".join(f"Nov 26 06:08:{40 + i} vm kernel: [  1{i}0.5] nf_conntrack: nf_conntrack: table full in "
+                         "netns 4026532177, dropping packet\n" for i in range(6)))
+    _, incs, doc = diagnose(str(LOGS / "pacific-1host"), f"vm={k}", year=2026)
+    inc = incs[0]
+    assert inc.conntrack and inc.cause_kind == "conntrack-overflow-after-restart"
+    assert "vm" in inc.hosts and doc["verdict"] == "CRIT"
+
+
+def test_quiet_logs_have_no_incident(tmp_path: Path) -> None:
+    p = tmp_path / "ceph-osd.1.log"
+    p.write_text("2026-11-26T06:08:31.014+0000 7f36e39f71c0  0 osd.1 0 done with init, starting boot process\n"
+                 "2026-11-26T06:08:32.014+0000 7f36e39f71c0  1 osd.1 5 state: booting -> active\n")
+    _, incs, doc = diagnose(str(p), year=None)
+    assert incs == [] and doc["verdict"] == "OK"
+
+
+def test_unordered_input_gives_the_same_answer(tmp_path: Path) -> None:
+    host = tmp_path / "cartman06"
+    host.mkdir()
+    for p in (FULL / "cartman06").iterdir():
+        lines = p.read_text().splitlines()
+        (host / p.name).write_text("\n".join(lines[::-1]) + "\n")  # newest first
+    _, incs, doc = diagnose(f"cartman06={host}", str(FULL / "cartman01"))
+    check_full(doc, incs)
+
+
+def test_separate_incidents_are_separate(tmp_path: Path) -> None:
+    p = tmp_path / "kern.log"
+    p.write_text("Aug  6 10:00:00 a kernel: nf_conntrack: table full, dropping packet\n"
+                 "Aug  6 12:00:00 b kernel: nf_conntrack: table full, dropping packet\n")
+    _, incs, _ = diagnose(str(p))
+    assert [i.hosts for i in incs] == [["a"], ["b"]]
+
+
+def test_html_report_is_self_contained(tmp_path: Path) -> None:
+    _, incs, doc = diagnose(f"cartman06={FULL}/cartman06", str(FULL / "cartman01"))
+    page = report.html_report(doc, incs)
+    assert page.startswith("<!doctype html>") and page.count("data:image/png;base64,") == 1
+    assert "<script" not in page and "http://" not in page and "https://" not in page
+    assert "conntrack-overflow-after-restart" in page and "&lt;" not in doc["incidents"][0]["cause"]  # type: ignore[index]
+    png = report.timeline_png(incs[0])
+    assert png.startswith(b"\x89PNG") and len(png) > 5000

@@ -1,0 +1,133 @@
+"""Reading inputs: files, directories, .gz/.xz/.bz2, stdin, HOST=PATH, garbage; the grep-assisted path and the
+pure-Python loop give the same answer, across chunk boundaries too."""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import io
+import lzma
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from ctguard.diagnose import model, scan
+from ctguard.diagnose.clock import Clock
+from ctguard.diagnose.lines import SourceCtx
+
+LOGS = Path(__file__).parent.parent / "fixtures" / "logs"
+FULL = LOGS / "incident-2014-full"
+CLOCK = Clock(year=2014)
+
+
+def ctx(path: str, host: str, daemon: str) -> SourceCtx:
+    return SourceCtx(source=path, host=host, daemon=daemon, clock=CLOCK)
+
+
+def run(*specs: str, **kw: object) -> scan.ScanResult:
+    return scan.scan([scan.parse_spec(s) for s in specs], ctx, **kw)  # type: ignore[arg-type]
+
+
+def summary(r: scan.ScanResult) -> tuple[object, ...]:
+    evs = sorted((e.source, e.line_no, e.kind, e.count, e.host, e.daemon) for e in r.events)
+    bks = sorted((k, b.count, len(b.peers), b.first.line_no) for k, b in r.buckets.items())
+    return (r.read, r.matched, r.skipped, evs, bks)
+
+
+@pytest.mark.skipif(shutil.which("grep") is None, reason="grep not installed")
+def test_grep_and_python_paths_agree_on_the_incident() -> None:
+    a = run(f"cartman06={FULL}/cartman06", str(FULL / "cartman01"), grep_min_bytes=0)
+    b = run(f"cartman06={FULL}/cartman06", str(FULL / "cartman01"), use_grep=False)
+    assert {i.via for i in a.inputs} == {"grep"} and {i.via for i in b.inputs} == {"python"}
+    assert summary(a) == summary(b)
+    assert a.read == sum(1 for p in FULL.rglob("*.log") for _ in p.open())
+    kinds = {e.kind for e in a.events} | {k[1] for k in a.buckets}
+    assert kinds >= {model.TABLE_FULL, model.SUPPRESSED, model.MS_FAULT, model.MS_CLOSE, model.HB_NO_REPLY,
+                     model.OSD_START, model.MON_BOOT, model.MARKED_DOWN, model.SLOW}
+    assert {e.host for e in a.events if e.source.endswith("ceph-osd.3.log")} == {"cartman06"}
+
+
+def test_small_chunks_do_not_lose_lines_or_suppressed_counts(monkeypatch: pytest.MonkeyPatch) -> None:
+    whole = run(str(FULL / "cartman06" / "kern.log"), use_grep=False)
+    monkeypatch.setattr(scan, "CHUNK", 97)  # many lines and suppression/table-full pairs cut at the boundary
+    tiny = run(str(FULL / "cartman06" / "kern.log"), use_grep=False)
+    assert summary(whole) == summary(tiny)
+    supp = [e for e in tiny.events if e.kind == model.SUPPRESSED]
+    assert len(supp) == sum(1 for line in open(FULL / "cartman06" / "kern.log") if "callbacks suppressed" in line)
+
+
+def test_line_numbers_point_at_the_line(tmp_path: Path) -> None:
+    r = run(f"cartman06={FULL}/cartman06", use_grep=False)
+    for e in r.events[:200] + [b.first for b in list(r.buckets.values())[:200]]:
+        with open(e.source, encoding="utf-8") as f:
+            assert f.readlines()[e.line_no - 1].rstrip("\n") == e.text
+
+
+@pytest.mark.parametrize(("suffix", "opener"), [(".gz", gzip.open), (".xz", lzma.open), (".bz2", bz2.open)])
+def test_compressed_inputs(tmp_path: Path, suffix: str, opener: object) -> None:
+    src = FULL / "cartman06" / "kern.log"
+    dst = tmp_path / ("kern.log.1" + suffix)
+    with opener(dst, "wb") as f:  # type: ignore[operator]
+        f.write(src.read_bytes())
+    plain, packed = run(str(src)), run(str(dst))
+    assert packed.inputs[0].compression in ("gzip", "xz", "bzip2") and packed.inputs[0].kinds == ["kernel"]
+    assert summary(plain)[:3] == summary(packed)[:3]
+    assert [e.kind for e in plain.events] == [e.kind for e in packed.events]
+
+
+def test_truncated_archive_is_reported_not_raised(tmp_path: Path) -> None:
+    data = gzip.compress((FULL / "cartman06" / "kern.log").read_bytes())
+    bad = tmp_path / "kern.log.gz"
+    bad.write_bytes(data[: len(data) // 2])
+    r = run(str(bad))
+    assert r.inputs[0].error.startswith("stopped early")
+    assert r.read > 0 and any(e.kind == model.TABLE_FULL for e in r.events)
+
+
+def test_stdin(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = gzip.compress((LOGS / "incident-2014" / "kern.log").read_bytes())
+
+    class Stdin:
+        buffer = io.BufferedReader(io.BytesIO(data))  # type: ignore[arg-type]
+
+    monkeypatch.setattr("sys.stdin", Stdin)
+    r = run("-")
+    assert r.read == 1 and [e.kind for e in r.events] == [model.TABLE_FULL]
+    assert r.inputs[0].compression == "gzip"
+
+
+def test_directories_and_host_assignment(tmp_path: Path) -> None:
+    r = run(f"cartman06={FULL}/cartman06", use_grep=False)
+    assert len(r.inputs) == 9 and all(i.host == "cartman06" for i in r.inputs)
+    daemons = {i.daemon for i in r.inputs}
+    assert daemons == {f"osd.{n}" for n in range(8)} | {""}
+    assert scan.parse_spec("a=b").host == "a" and scan.parse_spec("a=b").path == "b"
+    f = tmp_path / "x=y.log"
+    f.write_text("")
+    assert scan.parse_spec(str(f)).path == str(f)  # an existing file with "=" in its name is a path
+
+
+def test_garbage_counts_as_skipped(tmp_path: Path) -> None:
+    p = tmp_path / "junk.log"
+    good = (LOGS / "incident-2014" / "kern.log").read_bytes()
+    p.write_bytes(b"\x00\x01\xff table full\n" + os.urandom(5000) + b"\n" + good + b"random table full text\n"
+                  + b"no newline at the end table full")
+    for use_grep in (True, False):
+        r = run(str(p), use_grep=use_grep, grep_min_bytes=0)
+        assert [e.kind for e in r.events] == [model.TABLE_FULL]
+        assert r.skipped >= 3  # the NUL line, the random candidate, the unterminated last line
+        assert r.read == p.read_bytes().count(b"\n") + 1
+
+
+def test_unreadable_input_is_reported(tmp_path: Path) -> None:
+    r = run(str(tmp_path / "missing.log"))
+    assert r.inputs[0].error.startswith("cannot read")
+
+
+def test_sample_kinds() -> None:
+    assert scan.sample_kinds((FULL / "cartman06" / "kern.log").read_bytes()[:65536]) == ["kernel"]
+    assert scan.sample_kinds((FULL / "cartman06" / "ceph-osd.0.log").read_bytes()[:65536]) == ["ceph-daemon"]
+    assert scan.sample_kinds((FULL / "cartman01" / "ceph.log").read_bytes()[:65536]) == ["ceph-cluster"]
+    assert scan.sample_kinds(b"[ 8723.214092] hello\n") == ["kernel"]
