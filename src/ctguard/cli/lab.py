@@ -19,7 +19,8 @@ from ctguard.runner import run
 
 SCHEMA = 1
 _err = Console(stderr=True)
-_out = Console()
+# wide enough for the comparison table when stdout is a pipe or a file (the demo's log)
+_out = Console() if sys.stdout.isatty() else Console(width=160)
 
 
 def _prefix_options(f: Any) -> Any:

@@ -192,42 +192,23 @@ osd memory target = 939524096
 """
 
 
-def host_firewall(spec: LabSpec, untracked: bool = False) -> str:
+def host_firewall(spec: LabSpec) -> str:
     """The OSD host's stateful firewall (loaded before its daemons start, pitfall 13): policy drop on input,
     established/related accepted, the Ceph ports open, and the filler's spoofed replies dropped so the local
     stack never answers them (which would change the filler entries' state). The output chain marks filler
-    entries (ct mark 0x1) so the sampler can leave them out of its state breakdown with a kernel-side filter.
-
-    `untracked=True` is remedy (c): the Ceph ports are not tracked at all (raw-priority notrack in both
-    directions), and untracked Ceph packets are accepted before the policy. The accept must sit in this same
-    chain: an accept in another base chain does not stop this one's policy drop (kernel-conntrack.md §4).
-    The text replaces the lab's tables atomically (one nft transaction)."""
+    entries (ct mark 0x1) so the sampler can leave them out of its state breakdown with a kernel-side filter,
+    and the reset can delete exactly them. The text replaces the table atomically (one nft transaction)."""
     lo, hi = OSD_PORTS
     ports = f"{{ {', '.join(str(p) for p in MON_PORTS)}, {lo}-{hi} }}"
     fw = f"{spec.prefix}_fw"
-    nt = f"{spec.prefix}_notrack"
-    out = [f"table inet {fw} {{}}", f"delete table inet {fw}", f"table inet {nt} {{}}", f"delete table inet {nt}"]
-    if untracked:
-        out.append(f"""table inet {nt} {{
-  chain prerouting {{
-    type filter hook prerouting priority raw; policy accept;
-    tcp dport {ports} notrack
-    tcp sport {ports} notrack
-  }}
-  chain output {{
-    type filter hook output priority raw; policy accept;
-    tcp dport {ports} notrack
-    tcp sport {ports} notrack
-  }}
-}}""")
-    extra = (f"    ct state untracked tcp dport {ports} accept\n"
-             f"    ct state untracked tcp sport {ports} accept\n") if untracked else ""
-    out.append(f"""table inet {fw} {{
+    return f"""table inet {fw} {{}}
+delete table inet {fw}
+table inet {fw} {{
   chain input {{
     type filter hook input priority filter; policy drop;
     ip saddr {FILL_NET} drop
     ct state established,related accept
-{extra}    iif "lo" accept
+    iif "lo" accept
     ip protocol icmp accept
     tcp dport {ports} accept
     counter comment "dropped by policy"
@@ -236,5 +217,5 @@ def host_firewall(spec: LabSpec, untracked: bool = False) -> str:
     type filter hook output priority filter; policy accept;
     ip daddr {FILL_NET} ct mark set 0x1
   }}
-}}""")
-    return "\n".join(out) + "\n"
+}}
+"""

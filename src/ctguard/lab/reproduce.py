@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ctguard.errors import BadInput, CommandFailed, CtguardError
+from ctguard.kernel.ctdump import Entry as ctdump_Entry
 from ctguard.kernel.netns import Netns
 from ctguard.kernel.settings import conntrack_count, conntrack_settings
 from ctguard.lab import config as cfg
@@ -112,13 +113,15 @@ class Result:
     series: str = ""
     plot: str = ""
     errors: list[str] = field(default_factory=list)
+    loadavg: list[float] = field(default_factory=list)  # 1-min load average at start and end (shared machine)
 
 
 def restart_available() -> str | None:
-    """None when `ctguard restart` can be driven from here, else why not."""
-    if importlib.util.find_spec("ctguard.restart.rolling") is None:
-        return "ctguard restart is not available in this build (the restart capability has not landed)"
-    return None
+    """None when `ctguard restart` can be driven from here, else why not (never a made-up result)."""
+    if importlib.util.find_spec("ctguard.restart") is None or \
+            importlib.util.find_spec("ctguard.restart.engine") is None:
+        return "ctguard restart is not in this build yet (the restart capability has not landed on main)"
+    return "ctguard restart has landed but is not wired into `lab reproduce` yet"
 
 
 def purge_available() -> str | None:
@@ -145,6 +148,9 @@ class Reproducer:
         self.baseline = 0
         self.max = conntrack_settings(self.ns).max
         self.tw_default = int(net.get_sysctl(self.host, TW_KEY))
+        self._notracked = False
+        self._faults = logs.FaultSummary()
+        self._cev = logs.ClusterEvents()
         self.spec = cfg.LabSpec(prefix=lab.prefix, hosts=len(lab.hosts),
                                 osds_per_host=max(1, len(lab.osd_ids(self.host))), store=lab.state.store)
 
@@ -197,7 +203,7 @@ class Reproducer:
 
     # -- one scenario --------------------------------------------------------------------------------------
     def scenario(self, sc: Scenario) -> Result:
-        res = Result(sc.name, sc.title, expect=sc.expect, started=rfc3339())
+        res = Result(sc.name, sc.title, expect=sc.expect, started=rfc3339(), loadavg=[os.getloadavg()[0]])
         self.progress("scenario", {"scenario": sc.name, "title": sc.title})
         self._reset(sc)
         res.baseline = self._settle()
@@ -236,28 +242,69 @@ class Reproducer:
         res.errors = sampler.errors[:20]
         t1 = time.time()
         res.window_s = round(t1 - t0, 2)
+        res.loadavg.append(os.getloadavg()[0])
         self._summarise(res, records, t0, t1, files, offsets)
         self._save(res, sc, records, t0, t1, files, offsets)
         self.progress("result", {k: getattr(res, k) for k in ("name", "peak", "drops", "overflow_seconds",
                                                                "seconds_to_clean", "osds_marked_down")})
         return res
 
+    def _notrack_dir(self) -> str:
+        return os.path.join(self.lab.dir, "notrack-state")
+
+    def _untrack(self, on: bool) -> None:
+        """Remedy (c) through `ctguard notrack` (ctguard.firewall): the Ceph ports of the public network
+        untracked both ways, and `ct state untracked accept` inserted into the host's own input chain (an
+        accept elsewhere would not stop that chain's policy drop). Journaled in the lab dir; removed again
+        before the next scenario."""
+        from ctguard.firewall import apply_notrack, remove_notrack
+
+        if on:
+            apply_notrack(self.ns, networks=[cfg.PUBLIC_NET], osd_range=cfg.OSD_PORTS,
+                          mon_ports=list(cfg.MON_PORTS), state_dir=self._notrack_dir(),
+                          insert_accept=[f"inet {self.lab.prefix}_fw input"])
+            self._notracked = True
+        elif self._notracked:
+            remove_notrack(self.ns, state_dir=self._notrack_dir())
+            self._notracked = False
+
     def _reset(self, sc: Scenario) -> None:
-        net.nft(self.host, cfg.host_firewall(self.spec, untracked=sc.untracked))
+        was_untracked = self._notracked
+        self._untrack(False)
+        net.nft(self.host, cfg.host_firewall(self.spec))
         net.set_sysctl(self.host, TW_KEY, sc.time_wait or self.tw_default)
         self._clear()
-        self._wait_clean(240.0)
+        if was_untracked:
+            # connections opened while untracked have no entry: their next packet from the peer to our
+            # ephemeral port is picked up as NEW and dropped by the policy. Fresh connections fix that.
+            self._fresh_connections()
+        try:
+            self._wait_clean(90.0)
+        except CommandFailed as e:
+            self.progress("heal", {"reason": e.message})
+            self._fresh_connections()
+            self._wait_clean(180.0)
+        if sc.untracked:
+            self._untrack(True)
+
+    def _fresh_connections(self) -> None:
+        """Restart the host's OSDs once so every connection of the host is tracked from its SYN."""
+        self.lab.restart_osds(self.host, all_at_once=True)
+        self._clear()
 
     def _clear(self) -> None:
-        """Back to the starting point without `conntrack -F`: delete the filler (ct mark 0x1) and every TCP
-        entry that is not ESTABLISHED, keep the live connections' entries. A full flush makes the next
+        """Back to the starting point without `conntrack -F`: delete the filler (ct mark 0x1) and the entries
+        of closed connections (TIME_WAIT, CLOSE), keep every live connection's entry. A full flush makes the next
         packet of each live connection a mid-stream pickup in state NEW; when that packet comes from the
         peer to our ephemeral port the policy drops it, and a connection whose host side has nothing to send
         stays stuck for minutes (measured: an OSD with slow ops blocked 550 s after a flush)."""
-        ex = ["ip", "netns", "exec", self.host, "conntrack"]
-        run([*ex, "-D", "--mark", "1"], timeout=120)
-        for state in ("TIME_WAIT", "CLOSE", "FIN_WAIT", "CLOSE_WAIT", "LAST_ACK", "SYN_SENT", "SYN_RECV"):
-            run([*ex, "-D", "-p", "tcp", "--state", state], timeout=60)
+        from ctguard.kernel import ctdump
+
+        run(["ip", "netns", "exec", self.host, "conntrack", "-D", "--mark", "1"], timeout=180)
+        socks = run(["ip", "netns", "exec", self.host, "ss", "-Htan"], timeout=30).stdout
+        victims = stale_entries(ctdump.entries(self.ns), socks)
+        if victims:
+            ctdump.delete(self.ns, victims)
 
     def _wait_clean(self, timeout: float) -> None:
         """All OSDs up and all PGs active+clean (health may still show e.g. a recent-crash warning)."""
@@ -434,6 +481,7 @@ class Reproducer:
 
     def _restore(self) -> None:
         steps: list[Callable[[], object]] = [
+            lambda: self._untrack(False),
             lambda: net.nft(self.host, cfg.host_firewall(self.spec)),
             lambda: net.set_sysctl(self.host, TW_KEY, self.tw_default),
             self._clear,
@@ -481,6 +529,39 @@ class _Purger:
     def join(self) -> None:
         for th in self._threads:
             th.join(timeout=30)
+
+
+def socket_pairs(ss_listing: str) -> set[tuple[str, str]]:
+    """(local, peer) and (peer, local) "addr:port" pairs of `ss -Htan` lines."""
+    socks: set[tuple[str, str]] = set()
+    for line in ss_listing.splitlines():
+        p = line.split()
+        if len(p) >= 5:
+            socks.add((p[3], p[4]))
+            socks.add((p[4], p[3]))
+    return socks
+
+
+def stale_entries(entries: Sequence[ctdump_Entry], ss_listing: str) -> list[ctdump_Entry]:
+    """The TCP entries to delete between scenarios: closed connections (TIME_WAIT, CLOSE) and tracked
+    connections with no socket left on the host (`ss -Htan`). Those die while untracked or during an
+    overflow, stay ESTABLISHED for 5 days and would creep into the next scenario's baseline. Filler entries
+    (ct mark 0x1) are deleted before, by mark."""
+    import socket as _socket
+
+    socks = socket_pairs(ss_listing)
+    out = []
+    for e in entries:
+        if e.proto != 6 or e.family != _socket.AF_INET:
+            continue
+        if e.state_name in ("TIME_WAIT", "CLOSE"):
+            out.append(e)
+            continue
+        a = f"{_socket.inet_ntoa(e.src)}:{e.sport}"
+        b = f"{_socket.inet_ntoa(e.dst)}:{e.dport}"
+        if (a, b) not in socks:
+            out.append(e)
+    return out
 
 
 def _ceph_version() -> str:
