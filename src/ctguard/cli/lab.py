@@ -274,4 +274,22 @@ def reproduce(prefix: str, base_dir: str | None, host: str | None, names: tuple[
         sys.exit(int(Exit.CRIT))
 
 
+@lab.command(name="plot", help="Redraw the PNGs of a recorded run directory (data/lab/<run id>).\n\n"
+             + EXIT_CODES_HELP)
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@handle_errors
+def plot_cmd(run_dir: str) -> None:
+    from ctguard.lab.plot import plot_series_file
+
+    n = 0
+    for name in sorted(os.listdir(run_dir)):
+        if name.endswith(".jsonl"):
+            try:
+                plot_series_file(os.path.join(run_dir, name), os.path.join(run_dir, name[:-6] + ".png"))
+            except (ValueError, KeyError, OSError) as e:
+                raise BadInput(f"{name}: {e}") from e
+            n += 1
+    _out.print(f"{n} plot(s) in {run_dir}")
+
+
 commands = [lab]

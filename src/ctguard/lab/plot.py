@@ -70,3 +70,18 @@ def plot_scenario(records: Sequence[Record], path: str, title: str, max_entries:
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
+
+
+def plot_series_file(series: str, png: str) -> None:
+    """Redraw a PNG from a recorded `<scenario>.jsonl` (docs/lab.md), e.g. for data/lab runs."""
+    import json
+
+    with open(series) as f:
+        records = [json.loads(line) for line in f if line.strip()]
+    if not records or records[0].get("kind") != "meta":
+        raise ValueError(f"{series}: not a lab series (no meta line)")
+    meta = records[0]
+    sc = meta.get("scenario", {})
+    plot_scenario(records[1:], png, title=f"{sc.get('name', '?')}: {sc.get('title', '')}",
+                  max_entries=int(meta["max"]), filler=int(meta.get("filler") or 0),
+                  baseline=int(meta.get("baseline") or 0))

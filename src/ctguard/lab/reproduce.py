@@ -464,11 +464,10 @@ class Reproducer:
                 f.writelines(line + "\n" for line in self._faults.sample)
             res.series = res.series or path
             if self.plots:
-                from ctguard.lab.plot import plot_scenario
+                from ctguard.lab.plot import plot_series_file
 
                 png = os.path.join(rd, f"{res.name}.png")
-                plot_scenario(records, png, title=f"{res.name}: {res.title}", max_entries=self.max,
-                              filler=res.filler, baseline=res.baseline)
+                plot_series_file(path, png)
                 res.plot = res.plot or png
 
     # -- lab settings --------------------------------------------------------------------------------------
