@@ -284,6 +284,7 @@ class Reproducer:
             self.progress("heal", {"reason": e.message})
             self._fresh_connections()
             self._wait_clean(180.0)
+        self._clear()  # what closed while the cluster recovered
         if sc.untracked:
             self._untrack(True)
 
