@@ -28,12 +28,12 @@ OSD_PORTS = (6800, 7568)
 STORES = ("memstore", "bluestore")
 POOL = "labpool"
 
-_PREFIX_RE = re.compile(r"^[a-z][a-z0-9]{0,7}$")
+_PREFIX_RE = re.compile(r"^[a-z][a-z0-9]{0,11}$")
 
 
 def check_prefix(prefix: str) -> str:
     if not _PREFIX_RE.match(prefix):
-        raise BadInput(f"bad lab prefix {prefix!r}: 1-8 lower-case letters or digits, starting with a letter")
+        raise BadInput(f"bad lab prefix {prefix!r}: 1-12 lower-case letters or digits, starting with a letter")
     return prefix
 
 
