@@ -121,3 +121,30 @@ def test_mutated_recordings_parse_exactly_or_fail_cleanly(data: st.DataObject) -
     except CannotRead:
         pytest.fail("the fast path accepted what the walker rejects")
     assert fast == slow
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_mutated_uniform_buffers_parse_exactly(data: st.DataObject) -> None:
+    """The whole-buffer fast path (big-integer header check + fields-only struct) must agree with the walker
+    on any mutation, or hand the buffer to the per-message path, which must agree too."""
+    tcp4 = [m for m in _messages(recorded()[0]) if m[16] == socket.AF_INET and m[52] == 6]
+    buf = bytearray(b"".join(tcp4) * 5)
+    for _ in range(data.draw(st.integers(1, 4))):
+        i = data.draw(st.integers(0, len(buf) - 1))
+        buf[i] = data.draw(st.integers(0, 255))
+    b = bytes(buf)
+    p = ctdump.Parser()
+    learned: list[ctdump.Entry] = []
+    p.feed(tcp4[0], learned)
+    out: list[ctdump.Batch] = []
+    try:
+        p.feed_batches(b, out)
+    except CannotRead:
+        return
+    fast = [e for batch in out for e in batch.entries()]
+    try:
+        slow = generic([b])
+    except CannotRead:
+        pytest.fail("the fast path accepted what the walker rejects")
+    assert fast == slow

@@ -99,10 +99,10 @@ class Layout:
     a state or ports, are turned into Entry tuples instead)."""
 
     __slots__ = ("index", "proto", "state", "status", "src", "dst", "sport", "dport", "src_ep", "dst_ep",
-                 "pss", "entry_of", "suffix")
+                 "pss", "entry_of", "suffix", "pad")
 
     def __init__(self, index: tuple[int, ...], entry_of: itemgetter[tuple[object, ...]] | None = None,
-                 suffix: tuple[object, ...] = ()) -> None:
+                 suffix: tuple[object, ...] = (), pad: tuple[object, ...] = ()) -> None:
         self.index = index
         f = dict(zip(Entry._fields, index, strict=True))
         self.proto = itemgetter(f["proto"])
@@ -117,10 +117,13 @@ class Layout:
         self.pss = itemgetter(f["proto"], f["state"], f["status"])
         self.entry_of = entry_of  # row -> the Entry field values, in order (None: rows are Entries)
         self.suffix = suffix  # values of trailing fields the rows lack (the zone)
+        self.pad = pad  # incomplete rows: turned into Entries (row + pad) before anyone reads them
 
     def entries(self, rows: Iterable[tuple[object, ...]]) -> list[Entry]:
         if self.entry_of is None:
             return list(rows)  # type: ignore[arg-type]
+        if self.pad:
+            rows = map(_tuple_add, rows, repeat(self.pad))
         values = map(self.entry_of, rows)
         if self.suffix:
             values = map(_tuple_add, values, repeat(self.suffix))
@@ -143,7 +146,13 @@ class _Template(NamedTuple):
     headers: tuple[int, ...]
     header_of: itemgetter[tuple[int, ...]]
     fields_of: itemgetter[tuple[object, ...]]  # (row + _DEFAULTS) -> Entry values
-    layout: Layout | None  # rows usable as they are (all fields present), else None
+    # For buffers made only of this shape: the message's bytes and a mask of its header bytes (compared for
+    # a whole buffer at once as big integers), and a struct that reads only the fields.
+    image: bytes
+    mask: bytes
+    fields_struct: struct.Struct
+    fields_layout: Layout  # how to read fields_struct rows
+    multiples: dict[int, tuple[int, int]]  # k -> (image * k, mask * k) as integers
 
 
 def _walk(buf: bytes, start: int, end: int, path: tuple[int, ...], base: int,
@@ -209,13 +218,34 @@ def _generic(buf: bytes, off: int, mlen: int) -> tuple[Entry, _Template | None]:
     getter_idx = tuple(slot_idx.get(s, n + s) for s in range(len(_DEFAULTS)))
     first = st.unpack_from(buf, off)
     hdr_values = tuple(first[i] for i in header_idx)
-    fields_of = itemgetter(*getter_idx)
-    # Rows can be used as they are when every field but the zone (0 unless zones are in use) is present.
-    complete = all(s in slot_idx for s in range(13)) and 13 not in slot_idx
-    layout = None
-    if complete:
-        layout = Layout(getter_idx[:13] + (0,), itemgetter(*getter_idx[:13]), (0,))
-    return entry, _Template(st, hdr_values, itemgetter(*header_idx), fields_of, layout)
+    mask = bytearray(aligned)
+    mask[0:6] = b"\xff" * 6  # nlmsg_len, nlmsg_type
+    mask[16] = 0xFF  # nfgen family
+    for rel, _ in headers:
+        mask[rel:rel + 4] = b"\xff\xff\xff\xff"
+    # The fields-only struct, for whole buffers of this shape.
+    fitems = sorted([(16, "B", 0)] + [(rel, fmt, slot) for slot, (rel, fmt) in found.items()])
+    fparts = [">"]
+    pos = 0
+    fslot: dict[int, int] = {}
+    for i, (rel, fmt, slot) in enumerate(fitems):
+        if rel > pos:
+            fparts.append(f"{rel - pos}x")
+        fparts.append(fmt)
+        pos = rel + _SIZES[fmt]
+        fslot[slot] = i
+    if aligned > pos:
+        fparts.append(f"{aligned - pos}x")
+    fn = len(fitems)
+    fidx = tuple(fslot.get(s, fn + s) for s in range(len(_DEFAULTS)))
+    # Rows can be read as they are when every field but the zone (0 unless zones are in use) is present;
+    # otherwise they are completed with the defaults into Entry tuples.
+    if all(s in fslot for s in range(13)) and 13 not in fslot:
+        flayout = Layout(fidx[:13] + (0,), itemgetter(*fidx[:13]), (0,))
+    else:
+        flayout = Layout(fidx, itemgetter(*fidx), (), pad=_DEFAULTS)
+    return entry, _Template(st, hdr_values, itemgetter(*header_idx), itemgetter(*getter_idx),
+                            bytes(buf[off:off + aligned]), bytes(mask), struct.Struct("".join(fparts)), flayout, {})
 
 
 _tuple_new = tuple.__new__
@@ -237,18 +267,26 @@ class Parser:
 
     def _uniform(self, buf: bytes, out: list[Batch]) -> bool:
         mlen = _HDR.unpack_from(buf, 0)[0]
-        if mlen < 20 or len(buf) % ((mlen + 3) & ~3):
+        aligned = (mlen + 3) & ~3
+        if mlen < 20 or len(buf) % aligned:
             return False
+        k = len(buf) // aligned
         for t in self._templates.get((mlen << 8) | buf[16], ()):
-            rows = list(t.struct.iter_unpack(buf))
-            if set(map(t.header_of, rows)) == {t.headers}:
-                if t.layout is not None:
-                    out.append(Batch(rows, t.layout))
-                else:
-                    ents = list(map(_tuple_new, repeat(Entry), map(t.fields_of, map(_tuple_add, rows,
-                                                                                      repeat(_DEFAULTS)))))
-                    out.append(Batch(ents, ENTRY_LAYOUT))  # type: ignore[arg-type]
-                return True
+            pair = t.multiples.get(k)
+            if pair is None:
+                pair = (int.from_bytes(t.image * k, "little"), int.from_bytes(t.mask * k, "little"))
+                if len(t.multiples) < 64:
+                    t.multiples[k] = pair
+            # Every header byte of every message equals the template's: one XOR and one AND on big integers.
+            if (int.from_bytes(buf, "little") ^ pair[0]) & pair[1]:
+                continue
+            rows = list(t.fields_struct.iter_unpack(buf))
+            lay = t.fields_layout
+            if lay.pad:
+                out.append(Batch(lay.entries(rows), ENTRY_LAYOUT))  # type: ignore[arg-type]
+            else:
+                out.append(Batch(rows, lay))
+            return True
         return False
 
     def feed_batches(self, buf: bytes, out: list[Batch]) -> None:

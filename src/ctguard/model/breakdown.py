@@ -72,10 +72,34 @@ def address_text(a: bytes) -> str:
 
 
 class Accumulator:
-    """Feed it dump batches; `result()` gives the Breakdown. Memory is bounded by distinct keys."""
+    """Feed it dump batches; `result()` gives the Breakdown. Memory is bounded by distinct keys: endpoints
+    are only counted where they are a local socket's (the socket table is read before the dump)."""
 
-    def __init__(self, roles: PortRoles) -> None:
+    def __init__(self, roles: PortRoles, sockets: SocketTable) -> None:
         self._role_of = roles.table()
+        self.sockets = sockets
+        # Endpoints worth counting: connected local sockets (original source of outbound entries) and
+        # listening ones (original destination of inbound entries; wildcard listeners on every local address).
+        self._connected: dict[tuple[bytes, int], Process] = {}
+        self._listening: dict[tuple[bytes, int], Process] = {}
+        wildcard: dict[int, Process] = {}
+        self._local_remote: Counter[tuple[bytes, int]] = Counter()  # remote ends of connected sockets
+        for s in sockets.sockets:
+            owner = sockets.owners.get(s.inode)
+            if owner is None:
+                continue
+            if s.listening:
+                if s.proto != "tcp":
+                    continue
+                if any(s.local):
+                    self._listening.setdefault((s.local, s.lport), owner)
+                else:  # 0.0.0.0 or ::
+                    wildcard.setdefault(s.lport, owner)
+            else:
+                self._connected.setdefault((s.local, s.lport), owner)
+        for port, owner in wildcard.items():
+            for addr in sockets.local_addrs:
+                self._listening.setdefault((addr, port), owner)
         self.pss: Counter[tuple[int, int, int]] = Counter()
         self.roles: Counter[tuple[str, str]] = Counter()
         self.src_ep: Counter[tuple[bytes, int]] = Counter()
@@ -89,12 +113,12 @@ class Accumulator:
         self.total += len(rows)
         self.pss.update(map(layout.pss, rows))
         self.roles.update(zip(map(r, map(layout.dport, rows)), map(r, map(layout.sport, rows)), strict=True))
-        self.src_ep.update(map(layout.src_ep, rows))
-        self.dst_ep.update(map(layout.dst_ep, rows))
+        self.src_ep.update(filter(self._connected.__contains__, map(layout.src_ep, rows)))
+        self.dst_ep.update(filter(self._listening.__contains__, map(layout.dst_ep, rows)))
         self.addrs.update(map(layout.src, rows))
         self.addrs.update(map(layout.dst, rows))
 
-    def result(self, sockets: SocketTable) -> Breakdown:
+    def result(self) -> Breakdown:
         by_state: Counter[str] = Counter()
         by_proto: Counter[str] = Counter()
         assured = 0
@@ -107,9 +131,10 @@ class Accumulator:
         by_role: Counter[str] = Counter(dict.fromkeys(ROLES, 0))
         for (rd, rs), n in self.roles.items():
             by_role[rd if rd != OTHER else rs] += n
-        daemons, unattributed = _owners(self.src_ep, self.dst_ep, sockets, self.total)
-        local = sockets.local_addrs
-        peers = Counter({a: n for a, n in self.addrs.items() if a not in local})
+        daemons, unattributed = self._owners()
+        peers = self.addrs.copy()
+        for a in self.sockets.local_addrs:
+            peers.pop(a, None)
         top = tuple(Peer(address_text(a), n) for a, n in peers.most_common(TOP_PEERS))
         return Breakdown(
             total=self.total,
@@ -122,48 +147,29 @@ class Accumulator:
             top_peers=top,
         )
 
-
-def _owners(src_ep: Counter[tuple[bytes, int]], dst_ep: Counter[tuple[bytes, int]], sockets: SocketTable,
-            total: int) -> tuple[tuple[DaemonEntries, ...], int]:
-    """Entries per owning process. Loops run over sockets and listening endpoints, never over entries."""
-    per: Counter[Process] = Counter()
-    listeners: dict[tuple[bytes, int], Process] = {}
-    wildcard: dict[int, Process] = {}
-    counted_dst: Counter[tuple[bytes, int]] = Counter()  # inbound endpoints already counted from the src side
-    for s in sockets.sockets:
-        owner = sockets.owners.get(s.inode)
-        if owner is None:
-            continue
-        if s.listening:
-            if s.proto != "tcp":
-                continue
-            if any(s.local):
-                listeners.setdefault((s.local, s.lport), owner)
-            else:  # 0.0.0.0 or ::
-                wildcard.setdefault(s.lport, owner)
-        else:
-            n = src_ep.get((s.local, s.lport), 0)
-            if n:
-                per[owner] += n
-                counted_dst[(s.remote, s.rport)] += n
-    endpoints = dict(listeners)
-    for port, owner in wildcard.items():
-        for addr in sockets.local_addrs:
-            endpoints.setdefault((addr, port), owner)
-    for ep, owner in endpoints.items():
-        n = dst_ep.get(ep, 0) - counted_dst.get(ep, 0)  # minus local clients' connections, counted already
-        if n > 0:
-            per[owner] += n
-    out = tuple(DaemonEntries(p.name, p.pid, n) for p, n in per.most_common())
-    return out, total - sum(per.values())
+    def _owners(self) -> tuple[tuple[DaemonEntries, ...], int]:
+        """Entries per owning process. Loops run over sockets and endpoints, never over entries."""
+        per: Counter[Process] = Counter()
+        counted_dst: Counter[tuple[bytes, int]] = Counter()  # inbound endpoints already counted from the src side
+        remote_of = {(s.local, s.lport): (s.remote, s.rport) for s in self.sockets.sockets if not s.listening}
+        for ep, n in self.src_ep.items():
+            per[self._connected[ep]] += n
+            if ep in remote_of:
+                counted_dst[remote_of[ep]] += n
+        for ep, n in self.dst_ep.items():
+            n -= counted_dst.get(ep, 0)  # a local client's connection, counted already for the client
+            if n > 0:
+                per[self._listening[ep]] += n
+        out = tuple(DaemonEntries(p.name, p.pid, n) for p, n in per.most_common())
+        return out, self.total - sum(per.values())
 
 
 def breakdown(batches: Iterable[Batch | list[Entry]], sockets: SocketTable,
               roles: PortRoles | None = None) -> Breakdown:
-    acc = Accumulator(roles or PortRoles())
+    acc = Accumulator(roles or PortRoles(), sockets)
     for b in batches:
         if isinstance(b, Batch):
             acc.feed(b.rows, b.layout)
         else:
             acc.feed(b)
-    return acc.result(sockets)
+    return acc.result()

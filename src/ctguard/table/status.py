@@ -96,13 +96,13 @@ def read_breakdown(ns: Netns | None = None, roles: PortRoles | None = None,
                    proc_root: str = PROC) -> BreakdownReading:
     """One dump of the table, summarised (needs CAP_NET_ADMIN)."""
     t0 = time.perf_counter()
+    sockets = socket_table(ns, proc_root)  # first: the dump is then counted against known local endpoints
     before = conntrack_count(ns, proc_root)
-    acc = Accumulator(roles or PortRoles())
+    acc = Accumulator(roles or PortRoles(), sockets)
     for batch in ctdump.batches(ns):
         acc.feed(batch.rows, batch.layout)
     after = conntrack_count(ns, proc_root)
-    sockets = socket_table(ns, proc_root)
-    b = acc.result(sockets)
+    b = acc.result()
     return BreakdownReading(b, max(0, before - after), time.perf_counter() - t0)
 
 
