@@ -25,8 +25,9 @@ fi
 
 # Install what is missing (Debian packages + the virtualenv); idempotent.
 bash scripts/setup.sh
-CTGUARD=(.venv/bin/ctguard)
-[ -x "${CTGUARD[0]}" ] || CTGUARD=(.venv/bin/python -c 'from ctguard.cli import main; main()')
+VENV=${VENV:-.venv}   # the same default as scripts/setup.sh
+CTGUARD=("$VENV/bin/ctguard")
+[ -x "${CTGUARD[0]}" ] || CTGUARD=("$VENV/bin/python" -c 'from ctguard.cli import main; main()')
 
 cleanup() {
   echo "demo: lab down"
