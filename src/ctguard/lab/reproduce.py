@@ -19,6 +19,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -118,10 +119,14 @@ class Result:
 
 def restart_available() -> str | None:
     """None when `ctguard restart` can be driven from here, else why not (never a made-up result)."""
-    if importlib.util.find_spec("ctguard.restart") is None or \
-            importlib.util.find_spec("ctguard.restart.engine") is None:
+    try:
+        have = importlib.util.find_spec("ctguard.restart.engine") is not None and \
+            importlib.util.find_spec("ctguard.cli.restart") is not None
+    except ImportError:
+        have = False
+    if not have:
         return "ctguard restart is not in this build yet (the restart capability has not landed on main)"
-    return "ctguard restart has landed but is not wired into `lab reproduce` yet"
+    return None
 
 
 def purge_available() -> str | None:
@@ -360,8 +365,43 @@ class Reproducer:
                 return "clean"
         return "time cap"
 
-    def _ctguard_restart(self, sampler: Sampler) -> None:  # pragma: no cover - wired when restart lands
-        raise CtguardError("ctguard restart is not wired into the lab yet")
+    def _ctguard_restart(self, sampler: Sampler) -> None:
+        """Remedy (d): `ctguard restart --host HOST --lab PREFIX`, the real command, as a child process (its
+        own journal and lock under the lab dir). Its JSON event stream goes into the series as `restart`
+        records; a watcher turns OSD PID changes into the same stop/start events as the other scenarios."""
+        stop = threading.Event()
+        watcher = threading.Thread(target=self._watch_pids, args=(sampler, stop), daemon=True)
+        watcher.start()
+        argv = [sys.executable, "-c", "from ctguard.cli import main; main()", "restart", "--host", self.host,
+                "--lab", self.lab.prefix, "--lab-dir", os.path.dirname(self.lab.dir),
+                "--state-dir", os.path.join(self.lab.dir, "restart-state"), "--discard", "--json"]
+        try:
+            done = run(argv, timeout=900)
+        finally:
+            stop.set()
+            watcher.join(timeout=10)
+        for line in done.stdout.splitlines():
+            try:
+                ev = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(ev, dict) and "event" in ev:
+                sampler.add("restart", **{k: v for k, v in ev.items() if k not in ("t", "kind")})
+        if not done.ok:
+            sampler.errors.append(f"ctguard restart exited {done.returncode}: {done.first_error_line()}")
+
+    def _watch_pids(self, sampler: Sampler, stop: threading.Event) -> None:
+        ids = self.lab.osd_ids(self.host)
+        last = {i: self.lab.osd_pid(i) for i in ids}
+        while not stop.wait(0.1):
+            for i in ids:
+                pid = self.lab.osd_pid(i)
+                if pid != last[i]:
+                    if last[i] is not None:
+                        sampler.add("event", event="stop", osd=i, pid=last[i])
+                    if pid is not None:
+                        sampler.add("event", event="start", osd=i, pid=pid)
+                    last[i] = pid
 
     # -- summary and records -------------------------------------------------------------------------------
     def _log_files(self) -> list[str]:
