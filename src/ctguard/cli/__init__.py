@@ -26,6 +26,7 @@ _COMMAND_MODULES = (
     "model",
     "export",
     "restart",
+    "lab",
 )
 
 
