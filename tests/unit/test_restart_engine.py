@@ -328,3 +328,16 @@ def test_resume_keeps_noout_that_was_set_before_the_run(tmp_path: Path) -> None:
     eng2, _, _ = make(w, tmp_path)
     assert eng2.run(resume=st).exit_code == Exit.OK
     assert "noout" in w.flags
+
+
+def test_an_unexpected_error_still_clears_noout_and_fails_cleanly(tmp_path: Path) -> None:
+    w = World(hosts={"h1": [0]})
+
+    def boom(osd: int) -> None:
+        raise ValueError("bug")
+
+    eng, ev, j = make(w, tmp_path, backend=FakeBackend(w, on_restart=boom))
+    res = eng.run()
+    assert res.exit_code == Exit.CRIT and "unexpected error: ValueError: bug" in res.reason
+    assert "noout" not in w.flags and of(ev, "abort")
+    assert j.load(res.run_id).status == "failed"

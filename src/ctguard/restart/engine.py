@@ -217,6 +217,8 @@ class Engine:
             code, reason = Exit.INTERRUPTED, e.message
         except CtguardError as e:
             code, reason = (e.exit_code if e.exit_code != Exit.OK else Exit.CRIT), e.message
+        except Exception as e:  # noqa: BLE001 - a bug must still stop cleanly, clear noout and say why
+            code, reason = Exit.CRIT, f"unexpected error: {type(e).__name__}: {e}"
         finally:
             noout_problem = self._noout_end()
         if noout_problem and code in (Exit.OK, Exit.WARN):
