@@ -116,6 +116,30 @@ def test_scrape_reports_known_entries_and_stays_up_when_the_table_is_full(testbe
         scraper.close()
 
 
+def test_listen_in_host_serves_a_target_namespace_on_the_root_loopback(testbed: _tb.Testbed,
+                                                                        tmp_path: object) -> None:
+    ns = Netns(name=testbed.srv)
+    fill("tcp-tw", 123, _tb.FILL_SRC, ns)
+    p = subprocess.Popen(  # noqa: S603
+        [*CLI, "exporter", "--netns", testbed.srv, "--listen-in-host", "--listen", "127.0.0.1:0", "--json",
+         "--no-breakdown", "--state-dir", str(tmp_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert p.stdout is not None
+        ready, _, _ = select.select([p.stdout], [], [], 20)
+        assert ready, "exporter did not start"
+        url = json.loads(p.stdout.readline())["url"]
+        port = int(urllib.parse.urlsplit(url).port or 0)
+        assert port > 0
+        s = ScrapeClient("127.0.0.1", port).scrape().samples()  # from this (root) namespace
+        assert s["ctguard_conntrack_entries"] == 123  # the scrape itself is not in srv's table
+        assert s[f'ctguard_exporter_info{{netns="{testbed.srv}",version="0.1.0"}}'] == 1
+    finally:
+        os.killpg(p.pid, signal.SIGTERM)
+        p.wait(10)
+    assert p.returncode == 0
+
+
 PEER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "netpeer.py")
 
 
