@@ -105,15 +105,16 @@ def test_guard_purges_within_a_second_of_a_drop(testbed: _tb.Testbed, tmp_path: 
         start = events.next(20)
         assert start["event"] == "start" and start["poll_hz"] == 10
         # Fill exactly to the limit (an overshoot would itself be dropped and wake the guard): TIME_WAIT
-        # first, then ESTABLISHED filler. Above 95 % the kernel's GC may early-drop a few TIME_WAIT entries
-        # at any moment (gc_worker, nf_conntrack_max95), so top up until a connection is really refused.
+        # first, then ESTABLISHED filler. Above 95 % the kernel's GC may early-drop TIME_WAIT entries at any
+        # moment (gc_worker, nf_conntrack_max95), so top up with TIME_WAIT until a connection is refused.
         fill("tcp-tw", n_tw, _tb.FILL_SRC, ns, sport=40001)
-        filled = 0
-        for _attempt in range(4):
+        tw_added = n_tw
+        fill("tcp-est", limit - conntrack_settings(ns).count, _tb.FILL_SRC, ns)
+        for attempt in range(4):
             gap = limit - conntrack_settings(ns).count
-            if gap > 0:
-                fill("tcp-est", gap, _tb.FILL_SRC, ns, start=filled)
-                filled += gap
+            if gap > 0:  # what the GC early-dropped (closing states only) is refilled with TIME_WAIT again
+                fill("tcp-tw", gap, _tb.FILL_SRC, ns, sport=40002 + attempt)
+                tw_added += gap
             drops0 = conntrack_stats(ns).get("drop")
             t_refused = time.time()
             # One SYN only (0.5 s < the 1 s retransmission): dropped while the table is full.
@@ -127,7 +128,7 @@ def test_guard_purges_within_a_second_of_a_drop(testbed: _tb.Testbed, tmp_path: 
         purge = events.next(10)
         assert purge["event"] == "purge"
         tw = purge["deleted"]
-        assert 0 < tw <= n_tw and purge["by_state"] == {"TIME_WAIT": tw} and purge["failed"] == 0
+        assert 0 < tw <= tw_added and purge["by_state"] == {"TIME_WAIT": tw} and purge["failed"] == 0
         # "Within a second of the refused connection": the drop was seen and the purge done by then.
         seen_after = _parse_ts(drop["ts"]) - t_refused
         done_after = _parse_ts(purge["ts"]) - t_refused
@@ -135,7 +136,7 @@ def test_guard_purges_within_a_second_of_a_drop(testbed: _tb.Testbed, tmp_path: 
         assert done_after < 1.0 + purge["seconds"], f"purge done {done_after:.2f} s after"
         # The next connection passes; every ESTABLISHED filler entry is still there.
         assert _connect(cli_ns, _tb.SRV_IP, 6800, 2.0)
-        assert conntrack_settings(ns).count >= limit - n_tw
+        assert conntrack_settings(ns).count >= limit - tw  # only TIME_WAIT went
         st = load_state(state_path(d, ns))
         assert st is not None and st.purges == 1 and st.purged_entries == tw
         assert st.purged_by_state == {"TIME_WAIT": tw} and st.drops_seen >= 1
