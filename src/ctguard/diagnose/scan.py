@@ -52,6 +52,8 @@ DAEMON_NEEDLES: tuple[bytes, ...] = (
     b"slow ops, oldest",  # N slow ops, oldest is/one ... (Nautilus on), also the cluster log's SLOW_OPS
 )
 SIMPLE_NEEDLES: tuple[bytes, ...] = (b"couldn't read tag", b"writer finishing")  # SimpleMessenger teardown
+LAB_NEEDLES: tuple[bytes, ...] = (b'"kind": "meta"', b'"kind": "ct"', b'"kind": "event"', b'"kind": "boot"',
+                                  b'"kind": "marked_down"')  # ctguard lab recordings (data/lab/, docs/lab.md)
 MON_NEEDLES: tuple[bytes, ...] = (b" failed (", b"marked itself down", b"marked down after", b" boot")
 SUPPRESSED = b"callbacks suppressed"  # only looked for right before a table-full line (kernel.py)
 CHUNK = 8 << 20
@@ -120,7 +122,7 @@ class ScanResult:
 
     @property
     def kernel_inputs(self) -> int:
-        return sum(1 for i in self.inputs if "kernel" in i.kinds)
+        return sum(1 for i in self.inputs if "kernel" in i.kinds or "kernel-counters" in i.kinds)
 
 
 def parse_spec(arg: str) -> InputSpec:
@@ -159,6 +161,8 @@ def daemon_from_name(path: str) -> str:
 
 
 def sample_kinds(head: bytes) -> list[str]:
+    if head.startswith(b'{"kind": "meta"'):
+        return ["kernel-counters"]  # a ctguard lab recording
     kinds = []
     if _KERNEL_SAMPLE_RE.search(head):
         kinds.append("kernel")
@@ -206,6 +210,8 @@ def needles_for(daemon: str, head: bytes) -> tuple[bytes, ...]:
     kernel-only log (kern.log, dmesg, journalctl -k: every sampled line is a kernel line) cannot hold Ceph
     lines; anything else (syslog, a journal export, an empty or unknown start) gets every needle. Each needle
     costs one pass over the data, so this is most of the speed on real inputs."""
+    if head.startswith(b'{"kind": "meta"'):
+        return LAB_NEEDLES
     lines = [x for x in head.split(b"\n")[:-1] if x.strip()][:400] if head else []
     n_kernel = sum(1 for x in lines if _KERNEL_LINE_RE.match(x))
     n_native = sum(1 for x in lines if _NATIVE_LINE_RE.match(x))
