@@ -591,7 +591,8 @@ def scan(specs: Iterable[InputSpec], make_ctx: Callable[[str, str, str], SourceC
             if plain and use_grep and size >= grep_min_bytes and len(needles) >= 3 and \
                     _scan_grep(spec.path, ctx, acc, info, size, needles, progress):
                 pass
-            elif plain and workers > 1 and size >= parallel_min_bytes:
+            elif plain and workers > 1 and size >= parallel_min_bytes and needles != LAB_NEEDLES:
+                # (a lab recording is read in order: its drop counter is cumulative)
                 _scan_parallel(spec.path, size, ctx, needles, acc, info, workers, progress)
             else:
                 st = _Lines(ctx, acc, needles)
