@@ -57,7 +57,7 @@ def test_stdin_gzip_and_host_assignment() -> None:
 
 
 def test_bad_input_is_one_line_exit_3(tmp_path: Path) -> None:
-    for args in (["--tz", "Mars/Olympus", str(tmp_path)], [str(tmp_path / "missing.log")]):
+    for args in (["--tz", "Mars/Olympus", str(tmp_path)], [str(tmp_path / "missing.log")], [str(tmp_path)]):
         out = ctguard(*args)
         err = out.stderr.decode()
         assert out.returncode == 3, (args, err)

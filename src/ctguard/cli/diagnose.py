@@ -123,7 +123,9 @@ def diagnose(inputs: tuple[str, ...], as_json: bool, html_path: str | None, year
 
     show = progress if as_json else sys.stderr.isatty()
     res: ScanResult = scan(specs, make_ctx, workers=workers, use_grep=not no_grep, progress=_Progress(as_json, show))
-    if res.inputs and all(i.error for i in res.inputs):
+    if not res.inputs:
+        raise CannotRead(f"no files in {', '.join(s.path for s in specs)}")
+    if all(i.error for i in res.inputs):
         raise CannotRead("; ".join(f"{i.source}: {i.error}" for i in res.inputs))
     opts = _correlate.Options(gap=gap, lookback=lookback, storm_per_s=storm_per_s)
     incidents = _correlate.correlate(res, opts)
