@@ -7,8 +7,11 @@ ASSURED entries. Only 198.18.0.0/15 addresses, only namespaces these tests make 
 from __future__ import annotations
 
 import json
+import os
 import re
 import secrets
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -19,9 +22,9 @@ from pathlib import Path
 import pytest
 
 from ctguard.errors import CommandFailed
-from ctguard.firewall import apply_notrack, remove_notrack, transaction
+from ctguard.firewall import apply_notrack, confirm_notrack, remove_notrack, transaction
 from ctguard.firewall.spec import build_spec
-from ctguard.kernel.netns import Netns
+from ctguard.kernel.netns import Netns, entered
 from ctguard.lab.fill import fill
 from ctguard.lab.testbed import CLI_IP, FILL_SRC, SRV_IP, Testbed
 
@@ -80,16 +83,27 @@ def _wait_file(path: Path, proc: subprocess.Popen[bytes], timeout: float = 15) -
     pytest.fail(f"peer not ready: {path}")
 
 
+def strip_counters(line: str) -> str:
+    return re.sub(r"\[\d+:\d+\]$", "", line)
+
+
 def talk(ns: str, addr: str, port: int, src: str | None = None, sport: int = 0, timeout: float = 0.6) -> bool:
-    """A new TCP connection from `ns` (optionally from src:sport) that must echo data both ways."""
-    bind = f"s.bind(({src or ''!r},{sport}))\n" if (src or sport) else ""
-    code = (f"import socket\ns=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n{bind}"
-            f"s.settimeout({timeout})\n"
-            f"try:\n s.connect(({addr!r},{port}));s.sendall(b'ping');ok=s.recv(4)==b'ping';"
-            f"print('ok' if ok else 'fail')\nexcept OSError:\n print('fail')")
-    out = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", code], capture_output=True,
-                         text=True, timeout=timeout + 15, check=True)
-    return out.stdout.strip() == "ok"
+    """A new TCP connection from `ns` (optionally from src:sport) that must echo data both ways. The socket
+    is made inside `ns` (it stays bound to it) and used from here: no process to start."""
+    with entered(Netns(name=ns)):
+        s = socket.socket()
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if src or sport:
+            s.bind((src or "", sport))
+        s.settimeout(timeout)
+        s.connect((addr, port))
+        s.sendall(b"ping")
+        return s.recv(4) == b"ping"
+    except OSError:
+        return False
+    finally:
+        s.close()
 
 
 def _make_host(tmp: Path, rules: str | None) -> Iterator[Testbed]:
@@ -200,10 +214,12 @@ def test_rollback_without_confirm_restores_byte_identical(full_host: Host) -> No
 def test_confirm_keeps_rules_past_the_deadline(full_host: Host) -> None:
     h = full_host
     before = h.ruleset()
-    assert h.ctguard("notrack", "apply", *_spec_args("--insert-accept", "inet tb input", "--timeout", "2")).returncode == 0
-    r = h.ctguard("notrack", "confirm")
-    assert r.returncode == 0, r.stderr
-    time.sleep(2.6)
+    ns = Netns(name=h.srv)
+    out = apply_notrack(ns, [NET], osd_range=(6800, 7568), insert_accept=["inet tb input"], rollback_after=3,
+                        state_dir=h.state_dir)
+    assert out.status == "pending" and out.deadline is not None
+    assert confirm_notrack(ns, state_dir=h.state_dir).status == "confirmed"
+    time.sleep(max(0.0, out.deadline - time.time()) + 0.6)
     assert talk(h.tb.cli, SRV_IP, 6800), "confirmed: no rollback"
     assert h.ctguard("notrack", "remove").returncode == 0
     assert h.ruleset() == before
@@ -248,10 +264,11 @@ def test_iptables_backend(backend: str, tmp_path: Path) -> None:
         before_nft_s = _stateless(h)
         assert talk(tb.cli, SRV_IP, 6800) and h.tracked(6800) >= 1, "tracked before apply"
         tb.exec(tb.srv, ["conntrack", "-F"])
-        r = h.ctguard("notrack", "check", *_spec_args("--backend", "nft"))
-        assert r.returncode == 1 and f"{tool} -I INPUT 1 -m conntrack --ctstate UNTRACKED -j ACCEPT" in r.stdout
-        r = h.ctguard("notrack", "check", *_spec_args())  # auto: the iptables backend brings its own accepts
-        assert r.returncode == 0, r.stdout
+        r = h.ctguard("notrack", "check", *_spec_args(), "--json")  # auto: the iptables backend, with its accepts
+        doc = json.loads(r.stdout)
+        assert r.returncode == 0 and doc["backend"] == backend and doc["operator_must_add"] == [], r.stdout
+        assert any(c["where"] == f"{tool} (IPv4) filter INPUT" and c["verdict"] == "accepts-untracked"
+                   for c in doc["inspection"]["chains"])
         r = h.ctguard("notrack", "apply", *_spec_args("--no-rollback"), "--json")  # --backend auto
         assert r.returncode == 0, r.stderr + r.stdout
         assert json.loads(r.stdout)["backend"] == backend
@@ -261,6 +278,16 @@ def test_iptables_backend(backend: str, tmp_path: Path) -> None:
         assert not talk(tb.cli, SRV_IP, 9100, sport=6800), "a Ceph source port must not open other ports"
         talk(tb.cli, SRV_IP, 6800, src=OUTSIDE_CLI)
         assert h.tracked(6800) == 1, "from outside the networks a Ceph port stays tracked"
+        # a second apply (other range) left unconfirmed: the rollback brings the first one back exactly
+        v1 = [strip_counters(x) for x in tb.exec(tb.srv, save).stdout.splitlines() if not x.startswith("#")]
+        r = h.ctguard("notrack", "apply", "--network", NET, "--no-ceph", "--osd-range", "6800-7300", "--timeout", "1")
+        assert r.returncode == 0, r.stderr
+        jpath = Path(h.state_dir) / "notrack" / f"netns-{tb.srv}.json"
+        end = time.monotonic() + 15
+        while json.loads(jpath.read_text())["status"] != "rolled-back":
+            assert time.monotonic() < end, "watchdog did not roll back"
+            time.sleep(0.1)
+        assert [strip_counters(x) for x in tb.exec(tb.srv, save).stdout.splitlines() if not x.startswith("#")] == v1
         r = h.ctguard("notrack", "remove", "--json")
         assert r.returncode == 0, r.stderr
         # iptables-nft rules carry counters that traffic moved: equal apart from counters
@@ -324,3 +351,44 @@ def test_v6_and_extra_rules_pass_the_real_tools_and_netns_pid(tmp_path: Path) ->
         doc = json.loads(r.stdout)
         assert doc["netns"] == f"pid:{pid[0]}" and doc["valid"] is True
         assert [c["chain"] for c in doc["operator_must_add"]] == ["nft inet tb input"]
+
+
+def test_reapply_then_rollback_restores_the_previous_ctguard_rules(full_host: Host) -> None:
+    h = full_host
+    before = h.ruleset()
+    assert h.ctguard("notrack", "apply", *_spec_args("--insert-accept", "inet tb input", "--no-rollback")).returncode == 0
+    v1 = h.ruleset()
+    r = h.ctguard("notrack", "apply", "--network", "198.18.0.0/23", "--no-ceph", "--osd-range", "6800-7300",
+                  "--insert-accept", "inet tb input", "--timeout", "2")
+    assert r.returncode == 0, r.stderr
+    v2 = h.ruleset()
+    assert "6800-7300" in v2 and v2.count("ctguard notrack\"") == v1.count("ctguard notrack\"")  # not inserted twice
+    jpath = Path(h.state_dir) / "notrack" / f"netns-{h.srv}.json"
+    end = time.monotonic() + 15
+    while json.loads(jpath.read_text())["status"] != "rolled-back":
+        assert time.monotonic() < end, "watchdog did not roll back"
+        time.sleep(0.1)
+    assert h.ruleset() == v1, "the confirmed first apply (and its inserted rule) is back exactly"
+    assert talk(h.tb.cli, SRV_IP, 6800)
+    # a confirmed re-apply, then remove: back to the ruleset before the very first apply
+    r = h.ctguard("notrack", "apply", "--network", "198.18.0.0/23", "--no-ceph", "--no-rollback")
+    assert r.returncode in (0, 1), r.stderr
+    r = h.ctguard("notrack", "remove", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["identical"] is True, r.stdout
+    assert h.ruleset() == before
+
+
+def test_killed_watchdog_is_made_good_by_the_next_command(full_host: Host) -> None:
+    h = full_host
+    before = h.ruleset()
+    r = h.ctguard("notrack", "apply", *_spec_args("--insert-accept", "inet tb input", "--timeout", "1"), "--json")
+    assert r.returncode == 0, r.stderr
+    jpath = Path(h.state_dir) / "notrack" / f"netns-{h.srv}.json"
+    pid = json.loads(jpath.read_text())["watchdog_pid"]
+    os.kill(pid, signal.SIGKILL)  # the watchdog this test's apply started
+    time.sleep(3.2)               # past the deadline and the 2 s grace
+    assert h.ruleset() != before, "nobody rolled back yet"
+    r = h.ctguard("notrack", "check", *_spec_args(), "--json")
+    doc = json.loads(r.stdout)
+    assert doc["recovered"]["status"] == "rolled-back" and doc["recovered"]["identical"] is True
+    assert h.ruleset() == before

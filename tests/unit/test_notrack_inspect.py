@@ -92,3 +92,53 @@ def test_legacy_rules_are_read_and_judged() -> None:
     i = _inspect(r, legacy=True)
     assert i.managers == ["iptables-legacy"]
     assert [c.where for c in i.needs_operator] == ["iptables-legacy (IPv4) filter INPUT"]
+
+
+def _chain(rules: list[list[dict[str, object]]], policy: str = "drop") -> insp.ChainVerdict:
+    return insp.judge_nft_chain("nft inet fw input", "input", policy, [{"expr": e} for e in rules])
+
+
+CT_STATE = {"ct": {"key": "state"}}
+
+
+def test_vmap_on_ct_state() -> None:
+    def vmap(pairs: list[list[object]]) -> list[dict[str, object]]:
+        return [{"vmap": {"key": CT_STATE, "data": {"set": pairs}}}]
+
+    ok = _chain([vmap([["established", {"accept": None}], ["untracked", {"accept": None}]])])
+    assert ok.verdict == "accepts-untracked"
+    no = _chain([vmap([["established", {"accept": None}], ["invalid", {"drop": None}]])])
+    assert no.verdict == "drops-untracked"
+    dropped = _chain([vmap([["untracked", {"drop": None}]])], policy="accept")
+    assert dropped.verdict == "drops-untracked" and "maps ct state untracked to drop" in dropped.detail
+
+
+def test_accept_after_an_unconditional_drop_does_not_count() -> None:
+    untracked = {"match": {"op": "in", "left": CT_STATE, "right": "untracked"}}
+    v = _chain([[{"drop": None}], [untracked, {"accept": None}]], policy="accept")
+    assert v.verdict == "drops-untracked" and v.detail.startswith("rule 1 drops everything")
+    v = _chain([[untracked, {"accept": None}], [{"drop": None}]], policy="accept")
+    assert v.verdict == "accepts-untracked"
+
+
+def test_chains_of_an_ip_version_we_do_not_exempt_are_not_judged() -> None:
+    items: list[dict[str, object]] = [
+        {"table": {"family": "ip6", "name": "fw6"}},
+        {"chain": {"family": "ip6", "table": "fw6", "name": "in", "type": "filter", "hook": "input", "policy": "drop"}},
+    ]
+    i = insp.Inspection()
+    insp.analyse_nft(items, i, versions={4})
+    assert i.chains == []
+    insp.analyse_nft(items, i, versions={4, 6})
+    assert [c.verdict for c in i.chains] == ["drops-untracked"]
+
+
+def test_iptables_unconditional_drop_rule_counts_like_a_policy() -> None:
+    save = ("*filter\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n"
+            "-A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n"
+            "-A INPUT -p tcp -m tcp --dport 22 -j DROP\n"
+            '-A INPUT -m comment --comment "default deny" -j REJECT --reject-with icmp-port-unreachable\n'
+            "COMMIT\n")
+    (inp, out) = insp.judge_iptables("iptables-nft (IPv4)", save, False)
+    assert inp.verdict == "drops-untracked" and inp.detail.startswith("rule 3 drops everything")
+    assert out.verdict == "passes"

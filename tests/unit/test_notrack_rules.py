@@ -92,3 +92,17 @@ def test_iptables_parse_save_and_undo() -> None:
     assert undo == ("*raw\n-D PREROUTING -m comment --comment \"ctguard notrack\" -j CTGUARD-PRE\n"
                     "-F CTGUARD-PRE\n-X CTGUARD-PRE\nCOMMIT\n*filter\n-F CTGUARD-IN\n-X CTGUARD-IN\nCOMMIT\n")
     assert iptrules.undo_text(set(), set()) == ""
+
+
+def test_iptables_ours_from_save_round_trip() -> None:
+    save = ("*raw\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:CTGUARD-OUT - [0:0]\n:CTGUARD-PRE - [0:0]\n"
+            '-A PREROUTING -m comment --comment "ctguard notrack" -j CTGUARD-PRE\n'
+            '-A OUTPUT -m comment --comment "ctguard notrack" -j CTGUARD-OUT\n'
+            "-A CTGUARD-PRE -s 10.1.0.0/16 -p tcp -j CT --notrack\nCOMMIT\n"
+            "*filter\n:INPUT DROP [5:300]\n-A INPUT -j ACCEPT\nCOMMIT\n")
+    assert iptrules.ours_from_save(save) == (
+        "*raw\n:CTGUARD-PRE - [0:0]\n:CTGUARD-OUT - [0:0]\n"
+        '-I PREROUTING 1 -m comment --comment "ctguard notrack" -j CTGUARD-PRE\n'
+        '-I OUTPUT 1 -m comment --comment "ctguard notrack" -j CTGUARD-OUT\n'
+        "-A CTGUARD-PRE -s 10.1.0.0/16 -p tcp -j CT --notrack\nCOMMIT\n")
+    assert iptrules.ours_from_save("*filter\n:INPUT ACCEPT [0:0]\nCOMMIT\n") == ""

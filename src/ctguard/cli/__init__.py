@@ -23,6 +23,10 @@ _COMMAND_MODULES = (
     "table",
     "notrack",
     "diagnose",
+    "model",
+    "export",
+    "restart",
+    "lab",
 )
 
 

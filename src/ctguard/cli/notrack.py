@@ -19,7 +19,7 @@ from ctguard.cli.common import (
 )
 from ctguard.errors import BadInput, CtguardError, Exit
 from ctguard.firewall import inspect as insp_mod
-from ctguard.firewall import journal, nftrules, transaction
+from ctguard.firewall import iptrules, journal, nftrules, transaction
 from ctguard.firewall.cephcfg import read_ceph_values
 from ctguard.firewall.spec import NotrackSpec, build_spec, parse_port_list
 from ctguard.kernel.netns import Netns
@@ -152,8 +152,8 @@ def check(as_json: bool, netns_name: str | None, netns_pid: int | None, state_di
     spec, sources = _spec_from(kw)
     be = _backend(ns, backend)
     inserts = [transaction.parse_chain_ref(c) for c in insert_accept]
-    transaction.recover(ns, state_dir)
-    insp = insp_mod.inspect(ns, be)
+    recovered = transaction.recover(ns, state_dir)  # an expired apply whose watchdog died: keep its promise
+    insp = insp_mod.inspect(ns, be, versions=set(iptrules.families(spec)))
     jumps = {v: insp.ipt_state.get(f"{be.split('-', 1)[-1]}{v}", (set(), set()))[0] for v in (4, 6)}
     plan = transaction.make_plan(spec, be, inserts, jumps)
     valid, error = True, None
@@ -172,9 +172,13 @@ def check(as_json: bool, netns_name: str | None, netns_pid: int | None, state_di
                     "valid": valid, "error": error, "inspection": insp.to_json(),
                     "operator_rule": nftrules.OPERATOR_RULE,
                     "operator_must_add": [{"chain": c.where, "rule": c.fix} for c in pending],
-                    "state": transaction.state(ns, state_dir), "verdict": code.name}, SCHEMA)
+                    "state": transaction.state(ns, state_dir), "verdict": code.name,
+                    "recovered": recovered.to_json() if recovered else None}, SCHEMA)
     else:
         click.echo(f"ctguard notrack check: {ns.label}, backend {be}")
+        if recovered:
+            click.echo(f"  recovered: an earlier apply passed its deadline with no watchdog alive: rolled back "
+                       f"(ruleset identical: {recovered.identical})")
         click.echo(f"  exempt: tcp {', '.join(map(str, spec.ceph_ports))} between "
                    f"{', '.join(map(str, spec.networks))}  (osd range from {sources['osd_range']})")
         for ex in spec.extra:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -111,6 +112,21 @@ def _is_untracked_match(e: dict[str, Any]) -> bool:
     return m.get("op") in ("in", "==") and "untracked" in vals
 
 
+def _vmap_untracked(rule: dict[str, Any]) -> str | None:
+    """`ct state vmap { ..., untracked : accept }`: the verdict it maps untracked packets to."""
+    for e in rule.get("expr", []):
+        vm = e.get("vmap") if isinstance(e, dict) else None
+        if not (isinstance(vm, dict) and isinstance(vm.get("key"), dict)
+                and isinstance(vm["key"].get("ct"), dict) and vm["key"]["ct"].get("key") == "state"):
+            continue
+        data = vm.get("data")
+        pairs = data.get("set", []) if isinstance(data, dict) else []
+        for pair in pairs:
+            if isinstance(pair, list) and len(pair) == 2 and pair[0] == "untracked" and isinstance(pair[1], dict):
+                return next(iter(pair[1]), None)
+    return None
+
+
 def _verdict(rule: dict[str, Any]) -> str | None:
     for e in rule.get("expr", []):
         for k in ("accept", "drop", "reject", "jump", "goto", "return", "queue"):
@@ -130,6 +146,15 @@ def judge_nft_chain(where: str, hook: str, policy: str, rules: list[dict[str, An
     """One base chain: would it drop an untracked Ceph packet?"""
     review: list[str] = []
     for i, rule in enumerate(rules, 1):
+        mapped = _vmap_untracked(rule)
+        if mapped in ("accept", "drop", "reject"):
+            if _has_conditions(rule):
+                review.append(f"rule {i} maps untracked to {mapped} only under further conditions")
+            elif mapped == "accept":
+                note = f"; earlier: {'; '.join(review)}" if review else ""
+                return ChainVerdict(where, hook, "accepts-untracked", f"rule {i} maps ct state untracked to accept{note}")
+            else:
+                return _drops(where, hook, f"rule {i} maps ct state untracked to {mapped}", review)
         verdict = _verdict(rule)
         if verdict == "accept" and any(_is_untracked_match(e) for e in rule.get("expr", [])):
             if _has_conditions(rule, ignore_untracked=True):
@@ -164,8 +189,10 @@ def looks_iptables_nft(table: dict[str, Any], chains: list[dict[str, Any]]) -> b
     return any(n in names for n in ("INPUT", "OUTPUT", "PREROUTING", "FORWARD", "POSTROUTING")) or not names
 
 
-def analyse_nft(items: list[dict[str, Any]], insp: Inspection) -> bool:
-    """Fill `insp` from `nft -j list ruleset`; returns whether iptables-nft tables are present."""
+def analyse_nft(items: list[dict[str, Any]], insp: Inspection, versions: set[int] | None = None) -> bool:
+    """Fill `insp` from `nft -j list ruleset`; returns whether iptables-nft tables are present. Chains of
+    family ip/ip6 are judged only when the exemption has networks of that IP version (`versions`)."""
+    fam_ok = {"inet": True, "ip": versions is None or 4 in versions, "ip6": versions is None or 6 in versions}
     tables = [i["table"] for i in items if "table" in i]
     chains = [i["chain"] for i in items if "chain" in i]
     rules = [i["rule"] for i in items if "rule" in i]
@@ -197,7 +224,7 @@ def analyse_nft(items: list[dict[str, Any]], insp: Inspection) -> bool:
             insp.other_notrack.append(f"nft {c.get('family')} {c.get('table')} {c.get('name')}")
         if c.get("hook") not in FILTER_HOOKS or c.get("type", "filter") != "filter":
             continue
-        if c.get("family") not in ("inet", "ip", "ip6"):
+        if not fam_ok.get(str(c.get("family")), False):
             continue
         mine = [r for r in rules if (r.get("family"), r.get("table"), r.get("chain"))
                 == (c.get("family"), c.get("table"), c.get("name"))]
@@ -249,7 +276,7 @@ def judge_iptables(label: str, save_text: str, ours_first: bool) -> list[ChainVe
                 else:
                     verdict = ChainVerdict(where, hook, "accepts-untracked", f"rule {i} accepts UNTRACKED")
                 break
-            if target in ("DROP", "REJECT") and len(toks) <= 4 + (toks.count("-m") * 0):
+            if target in ("DROP", "REJECT") and _ipt_unconditional(line):
                 verdict = _ipt_drop(where, hook, f"rule {i} drops everything", fix, ours_first)
                 break
         if verdict is None:
@@ -259,6 +286,18 @@ def judge_iptables(label: str, save_text: str, ours_first: bool) -> list[ChainVe
                 verdict = ChainVerdict(where, hook, "passes", "policy ACCEPT, no unconditional DROP")
         out.append(verdict)
     return out
+
+
+def _ipt_unconditional(line: str) -> bool:
+    """`-A CHAIN [-m comment --comment X] -j DROP|REJECT [--reject-with ...]`: no condition at all."""
+    try:
+        toks = shlex.split(line)
+    except ValueError:
+        return False
+    toks = toks[2:toks.index("-j")] if "-j" in toks else toks[2:]
+    if toks[:3] == ["-m", "comment", "--comment"]:
+        toks = toks[4:]
+    return not toks
 
 
 def _ipt_drop(where: str, hook: str, why: str, fix: str, ours_first: bool) -> ChainVerdict:
@@ -317,13 +356,14 @@ def inspect(
     runner: Runner = run,
     firewalld: Callable[[_netns.Netns | None], bool] | None = None,
     legacy_in_use: Callable[[_netns.Netns | None, int], bool] | None = None,
+    versions: set[int] | None = None,
 ) -> Inspection:
     """Everything `check` and `apply` need to know about the target's firewall."""
     firewalld = firewalld or _firewalld_in
     legacy_in_use = legacy_in_use or _legacy_in_use
     insp = Inspection()
     items = nft_json(ns, runner)
-    ipt_nft = analyse_nft(items, insp)
+    ipt_nft = analyse_nft(items, insp, versions)
     if insp.own_table != "absent":
         insp.own_table, insp.own_table_text = own_table(ns, runner)
     if insp.own_table == "foreign":
@@ -350,10 +390,14 @@ def inspect(
             seen_legacy = True
         label = f"iptables-{kind} (IPv{v})"
         mine = ours_first and backend == f"iptables-{kind}"
-        insp.chains += judge_iptables(label, done.stdout, mine)
+        if versions is None or v in versions:
+            insp.chains += judge_iptables(label, done.stdout, mine)
     if seen_legacy:
         insp.managers.append("iptables-legacy")
     if firewalld(ns):
+        # firewalld before 2.0 flushed tables it does not own on start/reload (firewalld/firewalld#742, #863,
+        # fixed by PR #1082 in 2023, and only for the nftables backend without --direct rules), and its own
+        # zones filter with their own chains: our rules would vanish or be shadowed. Refuse by default.
         insp.managers.append("firewalld")
         insp.refusals.append("firewalld manages this firewall: it rebuilds its rules on reload and filters with "
                              "its own zones; add the exemption through firewalld (or pass --force after "

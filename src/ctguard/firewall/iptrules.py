@@ -143,3 +143,33 @@ def parse_save(text: str) -> tuple[set[str], set[str], dict[str, dict[str, str]]
                 if target in ours and COMMENT in line:
                     jumps.add(f"{table}:{toks[1]}:{target}")
     return jumps, chains, policies
+
+
+def ours_from_save(text: str) -> str:
+    """Our chains, their rules and our jumps as they are in `iptables-save` text, as iptables-restore
+    --noflush input: what a rollback puts back when the apply being undone had replaced an earlier one.
+    Jumps go back to the top of their built-in chain, where apply puts them."""
+    ours = set(RAW_CHAINS.values()) | set(FILTER_CHAINS.values())
+    out: list[str] = []
+    table = ""
+    body: list[str] = []
+
+    def close() -> None:
+        if table and body:
+            out.extend([f"*{table}", *body, "COMMIT"])
+
+    for line in text.splitlines():
+        if line.startswith("*"):
+            close()
+            table, body = line[1:].strip(), []
+        elif line.startswith(":") and line[1:].split(" ")[0] in ours:
+            body.insert(0, line.rsplit(" ", 1)[0] + " [0:0]")
+        elif line.startswith("-A "):
+            toks = line.split()
+            target = toks[toks.index("-j") + 1] if "-j" in toks else ""
+            if toks[1] in ours:
+                body.append(line)
+            elif target in ours and COMMENT in line:
+                body.append(f"-I {toks[1]} 1 " + line.split(" ", 2)[2])
+    close()
+    return "\n".join(out) + "\n" if out else ""

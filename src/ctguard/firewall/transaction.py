@@ -236,12 +236,16 @@ def apply(
         if prev and prev.get("status") in ("pending", "applying"):
             raise Refused(f"an apply on {ns.label} is still waiting for confirm (journal {jpath}): "
                           "`ctguard notrack confirm` or `remove` first")
-        insp = insp_mod.inspect(ns, backend, runner)
+        insp = insp_mod.inspect(ns, backend, runner, versions=set(iptrules.families(spec)))
         _check_inserts(insp, inserts, ns, runner)
         if insp.refusals and not force:
             raise Refused("refusing to apply: " + "; ".join(insp.refusals))
         jumps = {v: insp.ipt_state.get(f"{backend.split('-', 1)[-1]}{v}", (set(), set()))[0]
                  for v in (4, 6)} if backend.startswith("iptables") else None
+        if inserts:
+            have = {(r["family"], r["table"], r["chain"]) for r in
+                    (i.get("rule") for i in insp_mod.nft_json(ns, runner)) if r and r.get("comment") == INSERT_COMMENT}
+            inserts = [c for c in inserts if c not in have]  # already there from an earlier apply: keep it once
         plan = make_plan(spec, backend, inserts, jumps)
         validate(ns, plan, runner)
         snap = snapshot(ns, backend, runner)
@@ -251,6 +255,8 @@ def apply(
             "netns": {"name": ns.name, "pid": ns.pid}, "applied_at": clock(), "deadline": None,
             "watchdog_pid": None, "before": snap, "previous_table": insp.own_table_text,
             "inserted": [], "spec": spec.to_json(), "events": [_ev("applying", clock)],
+            # the confirmed apply this one replaces (its snapshot is the true "before" for a later remove)
+            "previous": _as_previous(_in_force(prev)),
         }
         journal.write(jpath, doc)
         try:
@@ -424,6 +430,12 @@ def _undo(ns: Netns, backend: str, inserted: list[dict[str, Any]], previous_tabl
         return
     for v in (4, 6):
         _ipt_undo(ns, backend, v, runner)
+        earlier = iptrules.ours_from_save(before.get("ipt", {}).get(str(v), ""))
+        if earlier:  # this apply had replaced a confirmed one: put that back
+            tool = _ipt_tool(backend, v, "restore")
+            done = ns_run(ns, [tool, "--noflush"], runner, input=earlier)
+            if not done.ok:
+                raise CommandFailed(f"{tool}: could not restore the earlier ctguard rules: {done.first_error_line()}")
     if backend == "iptables-nft":
         _drop_created_tables(ns, before, runner)
 
@@ -456,9 +468,10 @@ def _drop_created_tables(ns: Netns, before: dict[str, Any], runner: Runner) -> N
                                 f"{_nft_error(done.stderr)}")
 
 
-def _nft_remove_script(ns: Netns, runner: Runner, handles: Sequence[tuple[str, str, str, int]]) -> str:
-    """Delete our table (if present and ours) and the rules inserted with consent that still exist;
-    rules are found by handle from the journal, or by their comment when the journal is gone."""
+def _nft_remove_script(ns: Netns, runner: Runner, handles: Sequence[tuple[str, str, str, int]] | None) -> str:
+    """Delete our table (if present and ours) and inserted accept rules: with `handles` (a rollback) only
+    those this apply inserted and that still exist, so a rule kept from an earlier confirmed apply stays;
+    with None (remove) every rule carrying our comment, journal or not."""
     items = insp_mod.nft_json(ns, runner)
     script = ""
     live: set[tuple[str, str, str, int]] = set()
@@ -466,7 +479,8 @@ def _nft_remove_script(ns: Netns, runner: Runner, handles: Sequence[tuple[str, s
         r = i.get("rule")
         if r and r.get("comment") == INSERT_COMMENT and r.get("table") != nftrules.TABLE_NAME:
             live.add((r["family"], r["table"], r["chain"], int(r["handle"])))
-    for fam, tab, chain, handle in sorted(live | {h for h in handles if h in live}):
+    doomed = live if handles is None else live & set(handles)
+    for fam, tab, chain, handle in sorted(doomed):
         script += f"delete rule {fam} {tab} {chain} handle {handle}\n"
     owner, _ = insp_mod.own_table(ns, runner)
     if owner == "foreign":
@@ -486,9 +500,10 @@ def remove(ns: Netns, state_dir: str = journal.DEFAULT_STATE_DIR, backend: str |
             out = _rollback_locked(jpath, str(doc["token"]), runner, clock, reason="removed before confirm")
             out.action = "remove"
             return out
-        be = backend or (str(doc["backend"]) if doc and doc.get("status") == "confirmed" else "nft")
+        live = _in_force(doc)
+        be = backend or (str(live["backend"]) if live else "nft")
         if be == "nft":
-            script = _nft_remove_script(ns, runner, [])
+            script = _nft_remove_script(ns, runner, None)
             if script:
                 done = ns_run(ns, ["nft", "-f", "-"], runner, input=script)
                 if not done.ok:
@@ -496,15 +511,43 @@ def remove(ns: Netns, state_dir: str = journal.DEFAULT_STATE_DIR, backend: str |
         else:
             for v in (4, 6):
                 _ipt_undo(ns, be, v, runner)
-            if be == "iptables-nft" and doc and doc.get("status") == "confirmed":
-                _drop_created_tables(ns, doc["before"], runner)
+            if be == "iptables-nft" and live:
+                _drop_created_tables(ns, live["before"], runner)
         out = Outcome("remove", "removed", be, ns.label, None, None, jpath)
-        if doc and doc.get("status") == "confirmed":
-            out.identical, out.identical_stateless, out.diff = compare(ns, doc["before"], be, runner)
+        if doc and live:
+            # against the ruleset before the first of a chain of re-applies: remove takes them all away
+            out.identical, out.identical_stateless, out.diff = compare(ns, _pristine_before(live), be, runner)
             doc["status"] = "removed"
             doc["events"].append(_ev("removed", clock, identical=out.identical))
             journal.write(jpath, doc)
         return out
+
+
+def _pristine_before(rec: dict[str, Any]) -> dict[str, Any]:
+    prev = rec.get("previous")
+    before: dict[str, Any] = prev["before"] if isinstance(prev, dict) else rec["before"]
+    return before
+
+
+def _as_previous(rec: dict[str, Any] | None) -> dict[str, Any] | None:
+    if rec is None:
+        return None
+    out = {k: v for k, v in rec.items() if k != "previous"}
+    out["before"] = _pristine_before(rec)
+    return out
+
+
+def _in_force(doc: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The journal record of the apply whose rules are in place: this one when confirmed, or the confirmed
+    apply that a rolled-back re-apply had replaced (and that the rollback put back)."""
+    if not doc:
+        return None
+    if doc.get("status") == "confirmed":
+        return doc
+    prev = doc.get("previous")
+    if doc.get("status") == "rolled-back" and isinstance(prev, dict) and prev.get("status") == "confirmed":
+        return prev
+    return None
 
 
 def state(ns: Netns, state_dir: str = journal.DEFAULT_STATE_DIR) -> dict[str, Any] | None:

@@ -1,0 +1,295 @@
+"""`ctguard lab ...`: a real Ceph cluster in network namespaces that reproduces the 2014 incident."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from ctguard.cli.common import EXIT_CODES_HELP, handle_errors, json_option, print_json
+from ctguard.errors import BadInput, Exit
+from ctguard.lab import config as cfg
+from ctguard.output import emit_event
+from ctguard.runner import run
+
+SCHEMA = 1
+_err = Console(stderr=True)
+# wide enough for the comparison table when stdout is a pipe or a file (the demo's log)
+_out = Console() if sys.stdout.isatty() else Console(width=160)
+
+
+def _prefix_options(f: Any) -> Any:
+    f = click.option("--dir", "base_dir", default=None, metavar="DIR",
+                     help=f"Parent of the lab directory (default {cfg.DEFAULT_BASE}; the lab lives in DIR/PREFIX).")(f)
+    f = click.option("--prefix", default=cfg.DEFAULT_PREFIX, show_default=True,
+                     help="Name of the lab: its namespaces are PREFIX-mon, PREFIX-h1, ...")(f)
+    return f
+
+
+def _progress(as_json: bool) -> Any:
+    def cb(step: str, fields: dict[str, Any]) -> None:
+        if as_json:
+            emit_event(step, fields, stream=sys.stderr)
+        elif step != "waiting":
+            extra = " ".join(f"{k}={v}" for k, v in fields.items())
+            _err.print(f"[dim]lab:[/dim] {step} {extra}")
+    return cb
+
+
+@click.group(help="A real Ceph 16.2.15 cluster in network namespaces: reproduce the conntrack incident and "
+             "prove each fix.\n\n" + EXIT_CODES_HELP)
+def lab() -> None:
+    pass
+
+
+@lab.command(help="Bring up a lab: mon+mgr, N OSD hosts with a stateful firewall each, librados clients. "
+             "Waits for HEALTH_OK with all PGs active+clean.\n\n" + EXIT_CODES_HELP)
+@_prefix_options
+@click.option("--hosts", default=3, show_default=True, help="OSD hosts (namespaces).")
+@click.option("--osds-per-host", default=4, show_default=True)
+@click.option("--store", type=click.Choice(cfg.STORES), default="memstore", show_default=True)
+@click.option("--clients", default=1, show_default=True, help="librados client processes (a steady trickle).")
+@json_option
+@handle_errors
+def up(prefix: str, base_dir: str | None, hosts: int, osds_per_host: int, store: str, clients: int,
+       as_json: bool) -> None:
+    from ctguard.lab.cluster import up as lab_up
+
+    spec = cfg.LabSpec(prefix=prefix, hosts=hosts, osds_per_host=osds_per_host, store=store, clients=clients,
+                       base_dir=base_dir)
+    try:
+        lab_obj = lab_up(spec, progress=_progress(as_json))
+    except BaseException as e:
+        if not isinstance(e, KeyboardInterrupt | SystemExit):
+            _err.print(f"lab up failed; `ctguard lab down --prefix {prefix}` removes what was made "
+                       f"(logs in {spec.dir}/log)")
+        raise
+    st = lab_obj.state
+    doc = {"prefix": st.prefix, "dir": st.dir, "conf": st.conf, "hosts": [
+        {"host": h.name, "ip": h.ip, "osds": h.osds} for h in st.hosts], "timings": st.timings}
+    if as_json:
+        print_json(doc, SCHEMA)
+    else:
+        _out.print(f"lab [bold]{prefix}[/bold] up in {st.timings.get('ready', 0):.1f} s: "
+                   f"{len(st.hosts)} hosts x {osds_per_host} OSDs ({store}), {clients} client(s); "
+                   f"ceph CLI: ctguard lab ceph --prefix {prefix} -- -s")
+
+
+@lab.command(help="Remove everything of a lab: processes, namespaces, files. Safe after a crashed `up` "
+             "and when nothing is left.\n\n" + EXIT_CODES_HELP)
+@_prefix_options
+@json_option
+@handle_errors
+def down(prefix: str, base_dir: str | None, as_json: bool) -> None:
+    from ctguard.lab.cluster import down as lab_down
+
+    res = lab_down(prefix, base_dir)
+    doc = {"prefix": prefix, "killed": res.killed, "namespaces": res.namespaces, "removed_dir": res.removed_dir,
+           "left": res.left}
+    if as_json:
+        print_json(doc, SCHEMA)
+    else:
+        _out.print(f"lab {prefix}: killed {len(res.killed)} process(es), deleted {len(res.namespaces)} "
+                   f"namespace(s){', removed ' + res.removed_dir if res.removed_dir else ''}")
+        for x in res.left:
+            _err.print(f"[red]left behind:[/red] {x}")
+    if res.left:
+        sys.exit(int(Exit.CRIT))
+
+
+@lab.command(help="Health, OSDs up/in per host, PG states, conntrack count per host.\n\n" + EXIT_CODES_HELP)
+@_prefix_options
+@json_option
+@handle_errors
+def status(prefix: str, base_dir: str | None, as_json: bool) -> None:
+    from ctguard.lab.cluster import Lab
+    from ctguard.lab.status import lab_status
+
+    doc = lab_status(Lab.load(prefix, base_dir))
+    if as_json:
+        print_json(doc, SCHEMA)
+    else:
+        _out.print(f"lab {prefix}: {doc['health']}  PGs {doc['num_pgs']}: "
+                   + ", ".join(f"{n} {k}" for k, n in doc["pg_states"].items()))
+        t = Table("host", "OSDs up/in", "conntrack count", "max", "drop", "early_drop")
+        for h in doc["hosts"]:
+            ct = h["conntrack"] or {}
+            osds = " ".join(f"{o['id']}:{'U' if o['up'] else 'd'}{'I' if o['in'] else 'o'}" for o in h["osds"])
+            t.add_row(h["host"], osds, str(ct.get("count", "?")), str(ct.get("max", "?")),
+                      str(ct.get("drop", "?")), str(ct.get("early_drop", "?")))
+        _out.print(t)
+        for e in doc["errors"]:
+            _err.print(f"[yellow]{e}[/yellow]")
+    health = doc["health"]
+    if health is None:
+        sys.exit(int(Exit.UNKNOWN))
+    if health != "HEALTH_OK":
+        sys.exit(int(Exit.WARN if health == "HEALTH_WARN" else Exit.CRIT))
+
+
+@lab.command(name="ceph", context_settings={"ignore_unknown_options": True},
+             help="Run the real `ceph` CLI inside the lab: `ctguard lab ceph -- -s`.\n\n" + EXIT_CODES_HELP)
+@_prefix_options
+@click.option("--timeout", default=60.0, show_default=True)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@handle_errors
+def ceph_cmd(prefix: str, base_dir: str | None, timeout: float, args: tuple[str, ...]) -> None:
+    from ctguard.lab.cluster import Lab
+
+    lab_obj = Lab.load(prefix, base_dir)
+    done = run([*lab_obj.ceph_argv(), *args], timeout=timeout)
+    sys.stdout.write(done.stdout)
+    sys.stderr.write(done.stderr)
+    sys.exit(done.returncode)
+
+
+@lab.command(name="exec", context_settings={"ignore_unknown_options": True},
+             help="Run a command inside a lab host's namespace: `ctguard lab exec cl-h1 -- conntrack -C`.\n\n"
+             + EXIT_CODES_HELP)
+@_prefix_options
+@click.option("--timeout", default=300.0, show_default=True)
+@click.argument("host")
+@click.argument("argv", nargs=-1, required=True, type=click.UNPROCESSED)
+@handle_errors
+def exec_cmd(prefix: str, base_dir: str | None, timeout: float, host: str, argv: tuple[str, ...]) -> None:
+    from ctguard.lab.cluster import Lab
+
+    lab_obj = Lab.load(prefix, base_dir)
+    st = lab_obj.state
+    if host not in (*lab_obj.hosts, st.mon_ns, st.client_ns):
+        raise BadInput(f"no host {host!r} in lab {prefix!r} (hosts: {', '.join(lab_obj.hosts)}, {st.mon_ns}, "
+                       f"{st.client_ns})")
+    done = run(["ip", "netns", "exec", host, *argv], timeout=timeout)
+    sys.stdout.write(done.stdout)
+    sys.stderr.write(done.stderr)
+    sys.exit(done.returncode)
+
+
+@lab.command(name="restart-osds", help="Restart every OSD of HOST, all at once or staggered.\n\n" + EXIT_CODES_HELP)
+@_prefix_options
+@click.argument("host")
+@click.option("--all-at-once", "mode", flag_value="all", default=True, help="Signal all, then start all (default).")
+@click.option("--gap", type=float, default=None, metavar="S", help="One by one, S seconds apart.")
+@click.option("--signal", "signame", type=click.Choice(["TERM", "KILL"]), default="TERM", show_default=True)
+@json_option
+@handle_errors
+def restart_osds(prefix: str, base_dir: str | None, host: str, mode: str, gap: float | None, signame: str,
+                 as_json: bool) -> None:
+    from ctguard.lab.cluster import Lab
+
+    if gap is not None and gap < 0:
+        raise BadInput("--gap must be >= 0")
+    lab_obj = Lab.load(prefix, base_dir)
+    sig = signal.SIGTERM if signame == "TERM" else signal.SIGKILL
+    events = lab_obj.restart_osds(host, all_at_once=gap is None, gap=gap or 0.0, sig=sig)
+    doc = {"host": host, "events": [{"t": e.t, "event": e.event, "osd": e.osd, "pid": e.pid} for e in events]}
+    if as_json:
+        print_json(doc, SCHEMA)
+    else:
+        for e in events:
+            _out.print(f"{e.event:8s} osd.{e.osd} pid {e.pid}")
+
+
+def _fmt(v: Any, unit: str = "") -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:g}{unit}"
+    return f"{v}{unit}"
+
+
+def comparison_table(doc: dict[str, Any]) -> Table:
+    t = Table(title=f"lab reproduce {doc['run_id']}: host {doc['host']}, baseline {doc['baseline']} entries, "
+              f"burst {doc['burst']}, max {doc['max']}", title_justify="left")
+    for col in ("scenario", "free", "peak", "drops", "overflow s", "clean after s", "OSDs marked down",
+                "faults/s", "client stall s", "expected", "ok"):
+        t.add_column(col, justify="left" if col in ("scenario", "expected") else "right")
+    for s in doc["scenarios"]:
+        if not s["available"]:
+            t.add_row(s["name"], "", "", "", "", "", "", "", "", s["expect"], "n/a")
+            continue
+        ok = {True: "[green]yes[/green]", False: "[red]NO[/red]", None: ""}[s["met"]]
+        peak = f"{s['peak'] - s['filler']} ({s['peak_over_baseline']:g}x)"
+        t.add_row(s["name"], _fmt(s["free_before"]), peak, _fmt(s["drops"]), _fmt(s["overflow_seconds"]),
+                  _fmt(s["seconds_to_clean"]), _fmt(s["osds_marked_down"]), _fmt(s["fault_lines_per_s"]),
+                  _fmt(s["client_stalled_s"]), s["expect"] or "(truth)", ok)
+    return t
+
+
+@lab.command(help="Reproduce the 2014 incident on one OSD host, then each remedy from the same starting "
+             "point; prints a comparison, saves the time series (JSON lines) and one PNG per scenario.\n\n"
+             "Exit 0 when every scenario met its expectation, 2 when one did not.\n\n" + EXIT_CODES_HELP)
+@_prefix_options
+@click.option("--host", default=None, help="OSD host to restart (default: the first).")
+@click.option("--scenario", "names", multiple=True, metavar="NAME",
+              help="Run only these (repeatable): all-at-once, stagger, stagger-tw, headroom, untracked, "
+              "ctguard-restart, purge. The `measure` run always comes first.")
+@click.option("--gap", type=float, default=10.0, show_default=True, help="Stagger gap, seconds.")
+@click.option("--short-time-wait", type=int, default=10, show_default=True,
+              help="Per-netns TIME_WAIT timeout for the stagger-tw scenario (its gap is this + 2 s).")
+@click.option("--max-window", type=float, default=150.0, show_default=True,
+              help="Longest observation per scenario, seconds.")
+@click.option("--out", "out_dir", default=None, metavar="DIR",
+              help="Also save the series under DIR/<run id>/ (e.g. data/lab). Always saved in the lab dir.")
+@click.option("--plot", "plot_dir", default=None, metavar="DIR", help="Copy the PNGs to DIR.")
+@click.option("--no-plots", is_flag=True, help="Skip the PNGs.")
+@json_option
+@handle_errors
+def reproduce(prefix: str, base_dir: str | None, host: str | None, names: tuple[str, ...], gap: float,
+              short_time_wait: int, max_window: float, out_dir: str | None, plot_dir: str | None, no_plots: bool,
+              as_json: bool) -> None:
+    import shutil
+
+    from ctguard.lab.cluster import Lab
+    from ctguard.lab.reproduce import Reproducer, check_scenarios
+
+    if gap < 0 or short_time_wait < 1 or max_window < 10:
+        raise BadInput("--gap >= 0, --short-time-wait >= 1, --max-window >= 10")
+    wanted = check_scenarios(names, gap, short_time_wait)
+    lab_obj = Lab.load(prefix, base_dir)
+    if host is not None:
+        lab_obj.host_index(host)
+    dirs = [os.path.join(lab_obj.dir, "runs")] + ([out_dir] if out_dir else [])
+    for d in dirs:
+        os.makedirs(d, exist_ok=True)
+    rep = Reproducer(lab_obj, host, dirs, progress=_progress(as_json), max_window=max_window,
+                     plots=not no_plots)
+    doc = rep.run(wanted)
+    if plot_dir:
+        os.makedirs(plot_dir, exist_ok=True)
+        for s in doc["scenarios"]:
+            if s.get("plot"):
+                shutil.copy(s["plot"], os.path.join(plot_dir, os.path.basename(s["plot"])))
+    if as_json:
+        print_json(doc, SCHEMA)
+    else:
+        _out.print(comparison_table(doc))
+        _out.print(f"series and plots: {', '.join(os.path.join(d, doc['run_id']) for d in dirs)}")
+    if any(s["met"] is False for s in doc["scenarios"]):
+        sys.exit(int(Exit.CRIT))
+
+
+@lab.command(name="plot", help="Redraw the PNGs of a recorded run directory (data/lab/<run id>).\n\n"
+             + EXIT_CODES_HELP)
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@handle_errors
+def plot_cmd(run_dir: str) -> None:
+    from ctguard.lab.plot import plot_series_file
+
+    n = 0
+    for name in sorted(os.listdir(run_dir)):
+        if name.endswith(".jsonl"):
+            try:
+                plot_series_file(os.path.join(run_dir, name), os.path.join(run_dir, name[:-6] + ".png"))
+            except (ValueError, KeyError, OSError) as e:
+                raise BadInput(f"{name}: {e}") from e
+            n += 1
+    _out.print(f"{n} plot(s) in {run_dir}")
+
+
+commands = [lab]

@@ -1,0 +1,129 @@
+"""The lab for real: Debian's Ceph 16.2.15 daemons in network namespaces (root, real kernel).
+
+Small on purpose (2 hosts x 2 OSDs, CI share <= 6 minutes): HEALTH_OK with all PGs active+clean, the incident
+reproduced with filler (all at once drops packets, the untracked-ports remedy drops none), `lab down` leaves
+nothing; and `lab down` cleans up after a `lab up` killed half-way. Each test uses its own `ctl<hex>` prefix
+and a temporary lab dir, so it never meets another lab on the machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from ctguard.lab import config as cfg
+from ctguard.lab import network as net
+from ctguard.lab import procs
+from ctguard.lab.cluster import Lab, down, up
+from ctguard.lab.reproduce import Reproducer, check_scenarios
+
+pytestmark = pytest.mark.lab
+
+
+def _need_ceph() -> None:
+    for tool in ("ceph-mon", "ceph-osd", "ceph-mgr", "ceph", "nft", "conntrack"):
+        if shutil.which(tool) is None:
+            pytest.fail(f"{tool} is not installed: run `make setup`")
+
+
+def _assert_nothing_left(prefix: str, base: str) -> None:
+    d = cfg.lab_dir(prefix, base)
+    conf = os.path.join(d, "ceph.conf")
+    assert [n for n in net.list_netns() if n.startswith(prefix + "-")] == []
+    assert procs.scan(conf) == []
+    assert not os.path.exists(d)
+    with open("/proc/self/mountinfo") as f:
+        assert prefix + "-" not in f.read()
+
+
+@pytest.fixture
+def lab_prefix(tmp_path: object) -> Iterator[tuple[str, str]]:
+    _need_ceph()
+    prefix = "ctl" + secrets.token_hex(3)
+    base = str(tmp_path)
+    try:
+        yield prefix, base
+    finally:
+        down(prefix, base)
+
+
+def test_small_lab_reproduces_and_the_untracked_fix_holds(lab_prefix: tuple[str, str], tmp_path: object) -> None:
+    prefix, base = lab_prefix
+    lab = up(cfg.LabSpec(prefix=prefix, hosts=2, osds_per_host=2, clients=1, base_dir=base))
+    r = lab.readiness()
+    assert r.ready, r.reason
+    assert r.health == "HEALTH_OK" and r.num_pgs == r.expected_pgs == r.clean_pgs and r.osds_up == r.osds == 4
+    # CRUSH hosts are the namespaces, hostnames too
+    tree = lab.ceph_json(["osd", "tree"])
+    assert {n["name"] for n in tree["nodes"] if n["type"] == "host"} == {f"{prefix}-h1", f"{prefix}-h2"}
+    assert lab.ceph_json(["osd", "metadata", str(lab.osd_ids(f"{prefix}-h2")[0])])["hostname"] == f"{prefix}-h2"
+    same = Lab.load(prefix, base)
+    assert same.hosts == lab.hosts and same.osd_pid(0) == lab.osd_pid(0) is not None
+
+    out = os.path.join(str(tmp_path), "runs")
+    os.makedirs(out)
+    rep = Reproducer(lab, out_dirs=[out], max_window=75.0, plots=True)
+    doc = rep.run(check_scenarios(["all-at-once", "untracked"], 10.0, 10))
+    by = {s["name"]: s for s in doc["scenarios"]}
+    assert doc["burst"] > 0 and doc["baseline"] > 0
+    assert by["measure"]["drops"] == 0
+    assert by["all-at-once"]["drops"] > 0, by["all-at-once"]
+    assert by["all-at-once"]["peak"] == doc["max"]
+    assert by["untracked"]["drops"] == 0, by["untracked"]
+    # the same squeeze as the incident: fewer free entries than the host's restart burst
+    assert 0 < by["untracked"]["free_before"] < doc["burst"] + 10
+    run_dir = os.path.join(out, doc["run_id"])
+    for name in ("measure", "all-at-once", "untracked"):
+        assert os.path.getsize(os.path.join(run_dir, f"{name}.png")) > 1000
+        with open(os.path.join(run_dir, f"{name}.jsonl")) as f:
+            kinds = {json.loads(line)["kind"] for line in f}
+        assert {"meta", "ct", "states", "ceph", "event"} <= kinds
+    # the host is back to its own firewall, no notrack table, no filler
+    text = subprocess.run(["ip", "netns", "exec", f"{prefix}-h1", "nft", "list", "ruleset"], capture_output=True,
+                          text=True, timeout=30, check=True).stdout
+    assert "notrack" not in text and f"{prefix}_fw" in text
+
+    res = down(prefix, base)
+    assert res.left == [] and len(res.namespaces) == 6
+    _assert_nothing_left(prefix, base)
+
+
+def test_down_after_up_killed_half_way(lab_prefix: tuple[str, str]) -> None:
+    prefix, base = lab_prefix
+    state = os.path.join(cfg.lab_dir(prefix, base), "state.json")
+    cli = subprocess.Popen(  # noqa: S603
+        [sys.executable, "-c", "from ctguard.cli import main; main()", "lab", "up", "--prefix", prefix, "--dir", base,
+         "--hosts", "2", "--osds-per-host", "2"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 90
+        # kill it once the mon runs and OSD ids are being handed out: daemons, namespaces and files exist
+        while time.monotonic() < deadline:
+            try:
+                with open(state) as f:
+                    doc = json.load(f)
+                if "mgr.x" in doc.get("daemons", {}):
+                    break
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.1)
+        else:
+            pytest.fail("lab up never got as far as the mgr")
+    finally:
+        os.killpg(cli.pid, signal.SIGKILL)
+        cli.wait(timeout=30)
+    assert any(n.startswith(prefix + "-") for n in net.list_netns())
+    assert procs.scan(os.path.join(cfg.lab_dir(prefix, base), "ceph.conf")) != []
+    res = down(prefix, base)
+    assert res.left == [] and res.killed
+    _assert_nothing_left(prefix, base)
+    assert down(prefix, base).killed == []  # idempotent
