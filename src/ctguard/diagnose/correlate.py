@@ -358,14 +358,19 @@ def _cause(inc: Incident, evs: list[model.Event], opts: Options, kernel_inputs: 
         parts = []
         for k in inc.kernel:
             nets = f" (netns {', '.join(k.netns)})" if k.netns else ""
-            counted = f"{k.drops_counted} drops counted by the kernel's drop counter, " if k.drops_counted else ""
-            parts.append(f"{k.host or 'unknown host'}{nets}: {_s(k.duration)}, {counted}{k.drops_logged} 'table full' "
-                         f"lines + {k.suppressed} suppressed, peak {k.peak_per_s}/s")
+            seen = []
+            if k.drops_counted:
+                seen.append(f"{k.drops_counted} drops counted by the kernel's drop counter")
+            if k.drops_logged or k.suppressed:
+                seen.append(f"{k.drops_logged} 'table full' lines + {k.suppressed} suppressed")
+            parts.append(f"{k.host or 'unknown host'}{nets}: {_s(k.duration)}, {', '.join(seen)}, "
+                         f"peak {k.peak_per_s}/s")
         ev = [Evidence.of(e) for k in inc.kernel for e in (k.first_ev, k.last_ev) if e is not None]
+        caveat = (" (suppressed = net_ratelimit's count of unprinted messages; its budget is shared with other "
+                  "kernel network messages, so it is an upper bound)") if inc.suppressed else ""
         claims.append(Claim(
-            "the nf_conntrack table was full and the kernel dropped new connections: " + "; ".join(parts)
-            + " (suppressed = net_ratelimit's count of unprinted messages; its budget is shared with other kernel "
-              "network messages, so it is an upper bound)", ev[:4]))
+            "the nf_conntrack table was full and the kernel dropped new connections: " + "; ".join(parts) + caveat,
+            ev[:4]))
         trigger = [p for p in inc.restarted if p.ts <= first_drop + 1]
         kind = "conntrack-overflow"
         summary = [f"nf_conntrack table overflow on {', '.join(k.host or '?' for k in inc.kernel)} "
