@@ -90,8 +90,8 @@ def text(doc: dict[str, Any]) -> str:
         out.append(f"Incident {inc['id']}: {inc['start']} .. {inc['end']} ({inc['duration_s']:.0f} s), "
                    f"hosts: {', '.join(inc['hosts']) or '-'}")
         out.append(f"  Cause [{inc['cause_kind']}]: {inc['cause']}")
-        out.append(f"  Drops: {inc['drops']} ({inc['drops_counted']} counted; {inc['drops_logged']} logged + "
-                   f"{inc['suppressed']} suppressed); "
+        counted = f"{inc['drops_counted']} counted; " if inc["drops_counted"] else ""
+        out.append(f"  Drops: {inc['drops']} ({counted}{inc['drops_logged']} logged + {inc['suppressed']} suppressed); "
                    f"restarted: {len(inc['restarted'])}; marked down: {len(inc['marked_down'])}")
         for c in inc["claims"]:
             out.append(f"  - {c['claim']}")
@@ -133,7 +133,7 @@ def timeline_png(inc: Incident) -> bytes:
         for p in inc.marked_down:
             ax.axvline(p.ts - t0, color="tab:red", linestyle=":", linewidth=1.0)
         ax.grid(alpha=0.3)
-    ax1.set_ylabel("drops/s (logged+suppressed)")
+    ax1.set_ylabel("conntrack drops/s")
     ax2.set_ylabel("lossy faults/s")
     ax1.set_ylim(bottom=0)
     ax2.set_ylim(bottom=0)
