@@ -13,11 +13,6 @@ from rich.console import Console
 from rich.markup import escape
 
 from ctguard.cli.common import EXIT_CODES_HELP, handle_errors, json_option, print_json
-from ctguard.diagnose import correlate as _correlate
-from ctguard.diagnose import report as _report
-from ctguard.diagnose.clock import Clock, parse_tz
-from ctguard.diagnose.lines import SourceCtx
-from ctguard.diagnose.scan import ScanResult, parse_spec, scan
 from ctguard.errors import BadInput, CannotRead, Exit
 from ctguard.output import emit_event
 
@@ -58,6 +53,8 @@ class _Progress:
 
 
 def _render(doc: dict[str, Any]) -> None:
+    from ctguard.diagnose import report as _report
+
     con = Console()
     color = _COLOR.get(doc["verdict"], "white")
     for n, line in enumerate(_report.text(doc).splitlines()):
@@ -107,6 +104,13 @@ def _render(doc: dict[str, Any]) -> None:
 def diagnose(inputs: tuple[str, ...], as_json: bool, html_path: str | None, year: int | None, tz: str,
              boot_time: str | None, gap: float, lookback: float, storm_per_s: int, workers: int | None, no_grep: bool,
              progress: bool) -> None:
+    # imported here, not at module level: every ctguard command registers this module at start-up
+    from ctguard.diagnose import correlate as _correlate
+    from ctguard.diagnose import report as _report
+    from ctguard.diagnose.clock import Clock, parse_tz
+    from ctguard.diagnose.lines import SourceCtx
+    from ctguard.diagnose.scan import ScanResult, parse_spec, scan
+
     if not inputs:
         if sys.stdin.isatty():
             raise BadInput("give log files or directories, or - to read stdin")
