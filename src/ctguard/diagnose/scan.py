@@ -81,7 +81,7 @@ class Reader(Protocol):
 Progress = Callable[[str, int, int], None]  # (source, bytes done, bytes total or 0)
 
 _HOST_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
-_DAEMON_FILE_RE = re.compile(r"^ceph-(osd|mon|mgr|mds)\.([\w-]+)\.log")
+_DAEMON_FILE_RE = re.compile(r"(?:^|[._-])ceph-(osd|mon|mgr|mds)\.([\w-]+)\.log")
 _KERNEL_SAMPLE_RE = re.compile(
     rb"(?m)( kernel: |^(?:\w+\s*:\s*\w+\s*: )?\[\s*\d+\.\d+\] |^\[[A-Z][a-z]{2} [A-Z][a-z]{2} |\"_TRANSPORT\" ?: ?\"kernel\")")
 _CEPH_SAMPLE_RE = re.compile(rb"(?m)^(?:debug )?\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d\S* [0-9a-f]{4,16} +-?\d+ ")
@@ -158,12 +158,36 @@ def expand(specs: Iterable[InputSpec]) -> list[InputSpec]:
     return out
 
 
+_HOST_BEFORE_RE = re.compile(
+    r"^([A-Za-z][A-Za-z0-9-]*(?:\.[A-Za-z0-9-]+)*?)[._-](?:kern\.log|syslog|messages|dmesg|journal|ceph[\w.-]*\.log)")
+_HOST_AFTER_RE = re.compile(
+    r"^(?:kern\.log|syslog|messages|dmesg|journal)[._-]([A-Za-z][A-Za-z0-9-]*(?:\.[A-Za-z0-9-]+)*?)"
+    r"(?:\.\d+)?(?:\.(?:gz|xz|bz2|log|txt))*$")
+_NOT_HOSTS = frozenset({"log", "txt", "gz", "xz", "bz2", "json", "out", "old", "bak", "current", "ceph", "var"})
+_SOS_RE = re.compile(r"^sosreport-([A-Za-z][A-Za-z0-9-]*?)-")  # sosreport-HOST-CASE-DATE...
+
+
+def host_from_name(path: str) -> str:
+    """A host named in the path: `HOST.kern.log`, `HOST-ceph-osd.3.log`, `kern.log.HOST[.1][.gz]`, or a
+    `sosreport-HOST-...` directory. Only a hint: a syslog line's own host wins, and HOST=PATH overrides it."""
+    parts = os.path.normpath(path).split(os.sep)
+    for comp in parts[:-1]:
+        m = _SOS_RE.match(comp)
+        if m:
+            return m.group(1)
+    base = parts[-1]
+    m = _HOST_BEFORE_RE.match(base) or _HOST_AFTER_RE.match(base)
+    if m is None or m.group(1).lower() in _NOT_HOSTS:
+        return ""
+    return m.group(1)
+
+
 def daemon_from_name(path: str) -> str:
     base = os.path.basename(path)
-    m = _DAEMON_FILE_RE.match(base)
+    m = _DAEMON_FILE_RE.search(base)
     if m:
         return f"{m.group(1)}.{m.group(2)}"
-    if base.startswith("ceph.log"):
+    if base.startswith("ceph.log") or re.search(r"[._-]ceph\.log", base):
         return "cluster"
     return ""
 
@@ -581,8 +605,9 @@ def scan(specs: Iterable[InputSpec], make_ctx: Callable[[str, str, str], SourceC
         workers = min(MAX_WORKERS, os.cpu_count() or 1)
     for spec in expand(specs):
         daemon = daemon_from_name(spec.path) if spec.path != "-" else ""
-        ctx = make_ctx(spec.path, spec.host, daemon)
-        info = InputInfo(source=spec.path, host=spec.host, daemon=daemon, kinds=[], compression="")
+        host = spec.host or (host_from_name(spec.path) if spec.path != "-" else "")
+        ctx = make_ctx(spec.path, host, daemon)
+        info = InputInfo(source=spec.path, host=host, daemon=daemon, kinds=[], compression="")
         acc.inputs.append(info)
         try:
             stream, comp = _open(spec.path)
