@@ -69,9 +69,18 @@ def _parse(text: str, n: int, ctx: SourceCtx) -> Parsed:
     if "A" <= c0 <= "Z" or c0 == "<":
         m = SYSLOG_RE.match(text)
         if m:
+            msg = m.group(8)
+            if "0" <= msg[:1] <= "9" or msg.startswith("debug "):  # a Ceph line inside: its own time is finer
+                d = ceph.DAEMON_LINE_RE.match(msg)
+                if d:
+                    hint = ctx.daemon
+                    return _ceph_message(ctx.clock.iso(d), m.group(5), hint, d.group(11), n, ctx, text)
             ts = ctx.clock.syslog(m.group(1), int(m.group(2)), m.group(3), m.group(4))
-            return _message(ts, m.group(5), m.group(6), m.group(8), n, ctx, text)
+            return _message(ts, m.group(5), m.group(6), msg, n, ctx, text)
     if "0" <= c0 <= "9" or c0 in " -d<":
+        d = ceph.DAEMON_LINE_RE.match(text)
+        if d:
+            return _ceph_message(ctx.clock.iso(d), "", ctx.daemon, d.group(11), n, ctx, text)
         m = kernel.DMESG_ISO_RE.match(text)
         if m:
             im = ISO_RE.match(m.group(1))
@@ -115,6 +124,9 @@ def _message(ts: float, host: str, ident: str, msg: str, n: int, ctx: SourceCtx,
     if ident == "kernel":
         return _kernel(ts, model.WALL, host, kernel.INNER_STAMP_RE.sub("", msg, count=1), n, ctx, text)
     hint = daemon_hint or ctx.daemon
+    d = ceph.DAEMON_LINE_RE.match(msg)
+    if d:
+        return _ceph_message(ctx.clock.iso(d), host, hint, d.group(11), n, ctx, text)
     m = ceph.NATIVE_RE.match(msg)
     if m:  # a Ceph daemon logging through syslog/journald keeps its own (more precise) timestamp
         got = _ceph_native(m, n, ctx, text, host, hint)
