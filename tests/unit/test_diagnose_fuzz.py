@@ -27,7 +27,9 @@ PIECES = ["nf_conntrack: ", "table full", " in netns 4026532177", ", dropping pa
           " conn(0x1 0x2 crc :-1 s=READY pgs=2 cs=0 l=1 rev1=1 rx=0 tx=0)", "._fault", "osd.3 ", "mon.a (mon.0) 62 : ",
           "cluster [INF] ", " failed (", " boot", "marked itself down", " slow requests", "heartbeat_check: no reply from ",
           "wrongly marked me down", "{", '"__REALTIME_TIMESTAMP": "1"', '"MESSAGE": ', "}", "debug ", "  -12> ",
-          "log_channel(cluster) log [WRN] : ", "done with init, starting boot process", "\x00", "\ufffd", " ", "(", ")"]
+          "log_channel(cluster) log [WRN] : ", "done with init, starting boot process", "\x00", "\ufffd", " ", "(", ")",
+          '"kind": "meta"', '"kind": "ct"', '"kind": "event"', '"t": 1.5', '"t0": 1795675211.8', '"drop": 3',
+          '"osd": 1', '"event": "start"', ", "]
 loglike = st.lists(st.one_of(st.sampled_from(PIECES), st.text(max_size=12)), max_size=14).map("".join)
 
 

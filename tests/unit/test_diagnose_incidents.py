@@ -144,7 +144,8 @@ def test_pacific_lab_without_kernel_logs_is_not_blamed_on_conntrack() -> None:
     (inc,) = incs
     assert inc.cause_kind == "no-kernel-log" and doc["verdict"] == "WARN"
     assert {p.daemon for p in inc.marked_down} == {"osd.0", "osd.1", "osd.2"}
-    assert [p.daemon for p in inc.restarted] == ["osd.0", "osd.1", "osd.2", "osd.2"]
+    # the three starts, osd.2 after its SIGKILL, osd.1 after its SIGTERM
+    assert [p.daemon for p in inc.restarted] == ["osd.0", "osd.1", "osd.2", "osd.2", "osd.1"]
     assert "add kern.log" in inc.cause
 
 
@@ -212,3 +213,26 @@ def test_several_hosts_at_once(tmp_path: Path) -> None:
     assert [k.host for k in inc.kernel] == ["stor-a"]  # only the host whose table overflowed
     assert inc.hosts == ["stor-a", "stor-b"] and [(p.daemon, p.host) for p in inc.restarted] == [("osd.7", "stor-b")]
     assert doc["incidents"][0]["table_full"][0]["duration_s"] == 120.0  # type: ignore[index]
+
+
+def test_lab_recording_series(tmp_path: Path) -> None:
+    """The shape of `ctguard lab reproduce` output (docs/lab.md): drops from the kernel's drop counter."""
+    rows = [{"kind": "meta", "t": 0.0, "t0": 1795675211.836094, "host": "ctlx1-h1", "netns_inode": 4026532867,
+             "scenario": {"name": "all-at-once"}},
+            {"t": 0.1, "kind": "ct", "count": 262034, "drop": 7, "early_drop": 0},
+            {"t": 2.1, "kind": "event", "event": "stop", "osd": 0, "pid": 4427},
+            {"t": 3.3, "kind": "event", "event": "start", "osd": 0, "pid": 6957},
+            {"t": 6.5, "kind": "ct", "count": 262144, "drop": 9, "early_drop": 0},
+            {"t": 6.6, "kind": "ct", "count": 262144, "drop": 65, "early_drop": 0},
+            {"t": 7.0, "kind": "faults", "lines": 37},
+            {"t": 9.0, "kind": "ct", "count": 262144, "drop": 65, "early_drop": 0},
+            {"t": 20.0, "kind": "marked_down", "osd": 1}]
+    p = tmp_path / "all-at-once.jsonl"
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    res, incs, doc = diagnose(str(p), year=None)
+    (inc,) = incs
+    assert inc.drops_counted == 58 and inc.drops == 58  # deltas only: the 7 before the window are not counted
+    assert inc.cause_kind == "conntrack-overflow-after-restart" and inc.hosts == ["ctlx1-h1"]
+    assert [p.daemon for p in inc.restarted] == ["osd.0"] and [p.daemon for p in inc.marked_down] == ["osd.1"]
+    assert inc.kernel[0].netns == ["4026532867"] and res.inputs[0].kinds == ["kernel-counters"]
+    assert doc["incidents"][0]["drops_counted"] == 58  # type: ignore[index]

@@ -174,3 +174,22 @@ def test_fifo_is_read_as_a_stream(tmp_path: Path) -> None:
     r = run(str(fifo), grep_min_bytes=0, parallel_min_bytes=0)
     t.join(timeout=10)
     assert r.inputs[0].compression == "gzip" and [e.kind for e in r.events] == [model.TABLE_FULL]
+
+
+@pytest.mark.parametrize(("path", "host", "daemon"), [
+    ("cartman06.kern.log", "cartman06", ""), ("kern.log.stor-03.gz", "stor-03", ""), ("kern.log.1.gz", "", ""),
+    ("stor1-ceph-osd.3.log", "stor1", "osd.3"), ("ceph-osd.3.log.2.gz", "", "osd.3"), ("mon1.ceph.log", "mon1", "cluster"),
+    ("messages-20241103", "", ""), ("dmesg.log", "", ""), ("/x/sosreport-stor5-0123-2024/var/log/kern.log", "stor5", ""),
+])
+def test_host_and_daemon_from_the_file_name(path: str, host: str, daemon: str) -> None:
+    assert (scan.host_from_name(path), scan.daemon_from_name(path)) == (host, daemon)
+
+
+def test_file_name_host_is_a_hint(tmp_path: Path) -> None:
+    p = tmp_path / "stor7-ceph-osd.2.log"
+    p.write_text("2026-11-26T06:08:31.014+0000 7f36e39f71c0  0 osd.2 0 done with init, starting boot process\n")
+    k = tmp_path / "stor7.kern.log"
+    k.write_text("Aug  6 15:23:48 other kernel: nf_conntrack: table full, dropping packet\n")  # the line names a host
+    r = run(str(p), str(k))
+    assert [(e.host, e.daemon) for e in r.events] == [("stor7", "osd.2"), ("other", "kernel")]
+    assert run(f"h9={p}").events[0].host == "h9"

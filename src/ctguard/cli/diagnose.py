@@ -13,11 +13,6 @@ from rich.console import Console
 from rich.markup import escape
 
 from ctguard.cli.common import EXIT_CODES_HELP, handle_errors, json_option, print_json
-from ctguard.diagnose import correlate as _correlate
-from ctguard.diagnose import report as _report
-from ctguard.diagnose.clock import Clock, parse_tz
-from ctguard.diagnose.lines import SourceCtx
-from ctguard.diagnose.scan import ScanResult, parse_spec, scan
 from ctguard.errors import BadInput, CannotRead, Exit
 from ctguard.output import emit_event
 
@@ -58,6 +53,8 @@ class _Progress:
 
 
 def _render(doc: dict[str, Any]) -> None:
+    from ctguard.diagnose import report as _report
+
     con = Console()
     color = _COLOR.get(doc["verdict"], "white")
     for n, line in enumerate(_report.text(doc).splitlines()):
@@ -74,8 +71,9 @@ def _render(doc: dict[str, Any]) -> None:
 @click.command(help="Rebuild conntrack incidents from kernel and Ceph logs, and name the cause with the evidence "
                "lines behind each claim.\n\n"
                "INPUTS are files, directories (read recursively), .gz/.xz/.bz2 archives, or - for stdin; several "
-               "hosts at once, in any order. Write HOST=PATH to name the host of a file whose lines do not carry "
-               "one (Ceph daemon logs). Kernel logs: kern.log/syslog, dmesg (raw, -T, --time-format=iso), "
+               "hosts at once, in any order. A file whose lines do not name their host (Ceph daemon logs) takes it "
+               "from its name (HOST-ceph-osd.3.log, HOST.kern.log, kern.log.HOST, sosreport-HOST-...) or from "
+               "HOST=PATH. Kernel logs: kern.log/syslog, dmesg (raw, -T, --time-format=iso), "
                "journalctl -k (short, short-iso) and journalctl -o json. Ceph: OSD logs (SimpleMessenger and "
                "AsyncMessenger v1/v2), mon logs and the cluster log.\n\n"
                "Exit 2 (CRIT) when a conntrack overflow incident is found, 1 (WARN) for OSD trouble without "
@@ -107,6 +105,13 @@ def _render(doc: dict[str, Any]) -> None:
 def diagnose(inputs: tuple[str, ...], as_json: bool, html_path: str | None, year: int | None, tz: str,
              boot_time: str | None, gap: float, lookback: float, storm_per_s: int, workers: int | None, no_grep: bool,
              progress: bool) -> None:
+    # imported here, not at module level: every ctguard command registers this module at start-up
+    from ctguard.diagnose import correlate as _correlate
+    from ctguard.diagnose import report as _report
+    from ctguard.diagnose.clock import Clock, parse_tz
+    from ctguard.diagnose.lines import SourceCtx
+    from ctguard.diagnose.scan import ScanResult, parse_spec, scan
+
     if not inputs:
         if sys.stdin.isatty():
             raise BadInput("give log files or directories, or - to read stdin")
@@ -123,7 +128,9 @@ def diagnose(inputs: tuple[str, ...], as_json: bool, html_path: str | None, year
 
     show = progress if as_json else sys.stderr.isatty()
     res: ScanResult = scan(specs, make_ctx, workers=workers, use_grep=not no_grep, progress=_Progress(as_json, show))
-    if res.inputs and all(i.error for i in res.inputs):
+    if not res.inputs:
+        raise CannotRead(f"no files in {', '.join(s.path for s in specs)}")
+    if all(i.error for i in res.inputs):
         raise CannotRead("; ".join(f"{i.source}: {i.error}" for i in res.inputs))
     opts = _correlate.Options(gap=gap, lookback=lookback, storm_per_s=storm_per_s)
     incidents = _correlate.correlate(res, opts)

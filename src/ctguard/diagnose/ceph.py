@@ -31,6 +31,11 @@ from ctguard.diagnose import model
 NATIVE_RE = re.compile(
     r"^(?:debug )?(?:\s*-?\d+> )?(\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:\.\d{1,9})?(?:Z|[+-]\d\d:?\d\d)?) (.*)$")
 DAEMON_REST_RE = re.compile(r"^([0-9a-f]{4,16}) +(-?\d{1,2}) (.*)$")
+# The common case in one match (a daemon line: TIMESTAMP THREAD LEVEL MESSAGE); groups 1-8 are ISO_RE's
+# (clock.Clock.iso reads them), 11 is the message. Saves two regex passes and two copies per storm line.
+DAEMON_LINE_RE = re.compile(
+    r"^(?:debug )?(?:\s*-?\d+> )?(\d{4})-(\d\d)-(\d\d)[T ](\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:?\d\d)? "
+    r"([0-9a-f]{4,16}) +(-?\d{1,2}) (.*)$")
 CLUSTER_REST_RE = re.compile(
     r"^((?:mon|osd|mgr|mds|client)\.[\w.-]+) (?:\([\w.]+\) )?(?:[\w.:/\[\],-]+ ){0,2}?(?:\d+ : )?\s*(?:\w+ )?"
     r"\[(DBG|INF|WRN|ERR|SEC)\] (.*)$")

@@ -21,7 +21,7 @@ from ctguard.diagnose import model
 from ctguard.diagnose.clock import rfc3339
 from ctguard.diagnose.scan import ScanResult
 
-SEED_KINDS = frozenset({model.TABLE_FULL, model.SUPPRESSED, model.MARKED_DOWN, model.WRONGLY_DOWN,
+SEED_KINDS = frozenset({model.TABLE_FULL, model.SUPPRESSED, model.COUNTED_DROPS, model.MARKED_DOWN, model.WRONGLY_DOWN,
                         model.HB_NO_REPLY, model.SLOW})
 RESTART_KINDS = frozenset({model.OSD_START, model.MON_BOOT})
 DOWN_KINDS = frozenset({model.MARKED_DOWN, model.WRONGLY_DOWN})
@@ -62,6 +62,7 @@ class HostKernel:
     last: float
     drops_logged: int = 0
     suppressed: int = 0
+    drops_counted: int = 0  # from the kernel's drop counter (lab recordings), when there is one
     peak_per_s: int = 0
     netns: list[str] = field(default_factory=list)
     first_ev: model.Event | None = None
@@ -70,6 +71,11 @@ class HostKernel:
     @property
     def duration(self) -> float:
         return self.last - self.first
+
+    @property
+    def drops(self) -> int:
+        """The counter when there is one (exact); else logged lines + suppressed (a sign, not a count)."""
+        return self.drops_counted if self.drops_counted else self.drops_logged + self.suppressed
 
 
 @dataclass
@@ -119,6 +125,14 @@ class Incident:
         return sum(k.suppressed for k in self.kernel)
 
     @property
+    def drops_counted(self) -> int:
+        return sum(k.drops_counted for k in self.kernel)
+
+    @property
+    def drops(self) -> int:
+        return sum(k.drops for k in self.kernel)
+
+    @property
     def conntrack(self) -> bool:
         return self.cause_kind in CONNTRACK_KINDS
 
@@ -156,7 +170,9 @@ def correlate(res: ScanResult, opts: Options | None = None) -> list[Incident]:
 def _domain(events: list[model.Event], buckets: list[tuple[model.BucketKey, model.Bucket]], opts: Options,
             kernel_inputs: int) -> list[Incident]:
     events.sort(key=lambda e: e.ts)
-    seeds = [e.ts for e in events if e.kind in SEED_KINDS]
+    # a daemon that marked itself down was stopped cleanly: part of a restart, not trouble by itself
+    seeds = [e.ts for e in events if e.kind in SEED_KINDS
+             and not (e.kind == model.MARKED_DOWN and e.detail.startswith("marked itself down"))]
     per_sec: dict[int, int] = defaultdict(int)
     for key, bucket in buckets:
         if key[1] == model.MS_FAULT:
@@ -187,7 +203,7 @@ def _domain(events: list[model.Event], buckets: list[tuple[model.BucketKey, mode
         i = bisect.bisect_left(seeds, a)
         first_seed = seeds[i] if i < len(seeds) and seeds[i] <= b else a
         restarts = [e for e in events[bisect.bisect_left(ev_ts, first_seed - opts.lookback):
-                                      bisect.bisect_right(ev_ts, b)] if e.kind in RESTART_KINDS]
+                                      bisect.bisect_right(ev_ts, b + opts.gap)] if e.kind in RESTART_KINDS]
         start = min([a] + [e.ts for e in restarts])
         evs = [e for e in events[bisect.bisect_left(ev_ts, start):bisect.bisect_right(ev_ts, b + 1)]
                if e.kind not in RESTART_KINDS] + restarts
@@ -220,19 +236,22 @@ def _incident(start: float, end: float, evs: list[model.Event], bks: list[tuple[
     kern: dict[str, HostKernel] = {}
     last_kernel: dict[str, float] = {}
     for e in evs:
-        if e.kind not in (model.TABLE_FULL, model.SUPPRESSED):
+        if e.kind not in (model.TABLE_FULL, model.SUPPRESSED, model.COUNTED_DROPS):
             continue
         hk = kern.get(e.host)
         if hk is None:
             hk = kern[e.host] = HostKernel(host=e.host, first=e.ts, last=e.ts)
         hk.first, hk.last = min(hk.first, e.ts), max(hk.last, e.ts)
-        if e.kind == model.TABLE_FULL:
-            hk.drops_logged += 1
+        if e.kind in (model.TABLE_FULL, model.COUNTED_DROPS):
+            if e.kind == model.TABLE_FULL:
+                hk.drops_logged += 1
+            else:
+                hk.drops_counted += e.count
             hk.first_ev = hk.first_ev or e
             hk.last_ev = e
             if e.detail and e.detail not in hk.netns:
                 hk.netns.append(e.detail)
-            series[f"drops:{e.host or '-'}"][int(e.ts // 1)] += 1
+            series[f"drops:{e.host or '-'}"][int(e.ts // 1)] += e.count
         else:
             # N messages were suppressed since the previous burst: spread them over that interval
             # (net.core.message_cost = 5 s) rather than pile them on one second
@@ -339,13 +358,19 @@ def _cause(inc: Incident, evs: list[model.Event], opts: Options, kernel_inputs: 
         parts = []
         for k in inc.kernel:
             nets = f" (netns {', '.join(k.netns)})" if k.netns else ""
-            parts.append(f"{k.host or 'unknown host'}{nets}: {_s(k.duration)}, {k.drops_logged} 'table full' lines "
-                         f"+ {k.suppressed} suppressed, peak {k.peak_per_s}/s")
+            seen = []
+            if k.drops_counted:
+                seen.append(f"{k.drops_counted} drops counted by the kernel's drop counter")
+            if k.drops_logged or k.suppressed:
+                seen.append(f"{k.drops_logged} 'table full' lines + {k.suppressed} suppressed")
+            parts.append(f"{k.host or 'unknown host'}{nets}: {_s(k.duration)}, {', '.join(seen)}, "
+                         f"peak {k.peak_per_s}/s")
         ev = [Evidence.of(e) for k in inc.kernel for e in (k.first_ev, k.last_ev) if e is not None]
+        caveat = (" (suppressed = net_ratelimit's count of unprinted messages; its budget is shared with other "
+                  "kernel network messages, so it is an upper bound)") if inc.suppressed else ""
         claims.append(Claim(
-            "the nf_conntrack table was full and the kernel dropped new connections: " + "; ".join(parts)
-            + " (suppressed = net_ratelimit's count of unprinted messages; its budget is shared with other kernel "
-              "network messages, so it is an upper bound)", ev[:4]))
+            "the nf_conntrack table was full and the kernel dropped new connections: " + "; ".join(parts) + caveat,
+            ev[:4]))
         trigger = [p for p in inc.restarted if p.ts <= first_drop + 1]
         kind = "conntrack-overflow"
         summary = [f"nf_conntrack table overflow on {', '.join(k.host or '?' for k in inc.kernel)} "
@@ -411,12 +436,20 @@ def _cause(inc: Incident, evs: list[model.Event], opts: Options, kernel_inputs: 
         if inc.restarted:
             claims.append(Claim(f"restarts: {_names(inc.restarted)}", [Evidence.of(p.ev) for p in inc.restarted[:3]]))
         what = ", ".join(trouble) or "OSD trouble"
-        if kernel_inputs == 0:
+        clean = (inc.restarted and all(p.how.startswith("marked itself down") for p in inc.marked_down)
+                 and not faults and not hb)
+        if clean and kernel_inputs:
+            inc.cause_kind = "clean-restart"
+            inc.cause = (f"{len(inc.restarted)} daemon restart(s) ({_names(inc.restarted, 4)}): stopped cleanly "
+                         f"(marked themselves down) and booted again, no conntrack drop in the kernel evidence"
+                         + (f"; slow requests up to {max(e.count for e in slow)} while PGs peered" if slow else ""))
+        elif kernel_inputs == 0:
             inc.cause_kind = "no-kernel-log"
             inc.cause = (f"{what}; no kernel log among the inputs, so nf_conntrack overflow can be neither shown "
                          f"nor ruled out: add kern.log, `journalctl -k` or dmesg of the OSD hosts")
         else:
             inc.cause_kind = "not-conntrack"
-            inc.cause = (f"{what}; no nf_conntrack 'table full' line in the kernel logs read for this window, so "
-                         f"the table did not overflow (look at the network, the disks or the load instead)")
+            inc.cause = (f"{what}; no conntrack drop in the kernel evidence for this window (no 'table full' line, "
+                         f"no rise of the drop counter), so the table did not overflow: look at the network, the "
+                         f"disks or the load instead")
     inc.claims = claims

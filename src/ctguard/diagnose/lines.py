@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from ctguard.diagnose import ceph, kernel, model
@@ -42,6 +42,7 @@ class SourceCtx:
     daemon: str = ""  # from the file name: "osd.3", "mon.a", "cluster"
     clock: Clock = Clock()
     boot_time: float | None = None  # anchors raw dmesg seconds-since-boot
+    state: dict[str, Any] = field(default_factory=dict)  # per-source memory (a lab recording's t0, last drop)
 
 
 def _ev(ctx: SourceCtx, line_no: int, text: str, ts: float, kind: str, host: str, daemon: str,
@@ -68,9 +69,18 @@ def _parse(text: str, n: int, ctx: SourceCtx) -> Parsed:
     if "A" <= c0 <= "Z" or c0 == "<":
         m = SYSLOG_RE.match(text)
         if m:
+            msg = m.group(8)
+            if "0" <= msg[:1] <= "9" or msg.startswith("debug "):  # a Ceph line inside: its own time is finer
+                d = ceph.DAEMON_LINE_RE.match(msg)
+                if d:
+                    hint = ctx.daemon
+                    return _ceph_message(ctx.clock.iso(d), m.group(5), hint, d.group(11), n, ctx, text)
             ts = ctx.clock.syslog(m.group(1), int(m.group(2)), m.group(3), m.group(4))
-            return _message(ts, m.group(5), m.group(6), m.group(8), n, ctx, text)
+            return _message(ts, m.group(5), m.group(6), msg, n, ctx, text)
     if "0" <= c0 <= "9" or c0 in " -d<":
+        d = ceph.DAEMON_LINE_RE.match(text)
+        if d:
+            return _ceph_message(ctx.clock.iso(d), "", ctx.daemon, d.group(11), n, ctx, text)
         m = kernel.DMESG_ISO_RE.match(text)
         if m:
             im = ISO_RE.match(m.group(1))
@@ -114,6 +124,9 @@ def _message(ts: float, host: str, ident: str, msg: str, n: int, ctx: SourceCtx,
     if ident == "kernel":
         return _kernel(ts, model.WALL, host, kernel.INNER_STAMP_RE.sub("", msg, count=1), n, ctx, text)
     hint = daemon_hint or ctx.daemon
+    d = ceph.DAEMON_LINE_RE.match(msg)
+    if d:
+        return _ceph_message(ctx.clock.iso(d), host, hint, d.group(11), n, ctx, text)
     m = ceph.NATIVE_RE.match(msg)
     if m:  # a Ceph daemon logging through syslog/journald keeps its own (more precise) timestamp
         got = _ceph_native(m, n, ctx, text, host, hint)
@@ -201,6 +214,8 @@ def _journal_json(text: str, n: int, ctx: SourceCtx) -> Parsed:
         return SKIPPED
     if not isinstance(obj, dict):
         return SKIPPED
+    if "__REALTIME_TIMESTAMP" not in obj and "kind" in obj and "t" in obj:
+        return _lab_record(obj, text, n, ctx)
     rt = _str(obj.get("__REALTIME_TIMESTAMP"))
     if not rt.isdigit():
         return SKIPPED
@@ -215,3 +230,43 @@ def _journal_json(text: str, n: int, ctx: SourceCtx) -> Parsed:
     if um:
         hint = f"{um.group(1)}.{um.group(2)}"
     return _message(ts, host, ident, msg, n, ctx, text, daemon_hint=hint)
+
+
+def _lab_record(obj: dict[str, Any], text: str, n: int, ctx: SourceCtx) -> Parsed:
+    """A line of a `ctguard lab reproduce` series (data/lab/<run>/<scenario>.jsonl, docs/lab.md): the first
+    line (`meta`) gives t0 and the host; `ct` samples carry the kernel's cumulative `drop` counter, the best
+    drop evidence there is (kernel-conntrack.md 2.4); `event` start, `boot` and `marked_down` name OSDs."""
+    kind = obj.get("kind")
+    st = ctx.state
+    if kind == "meta":
+        t0 = obj.get("t0")
+        if not isinstance(t0, int | float):
+            return SKIPPED
+        st["t0"], st["host"] = float(t0), _str(obj.get("host"))
+        st["netns"] = _str(obj.get("netns_inode"))
+        st.pop("drop", None)
+        return None
+    t = obj.get("t")
+    if "t0" not in st or not isinstance(t, int | float):
+        return SKIPPED
+    ts = st["t0"] + float(t)
+    host = ctx.host or st["host"]
+    if kind == "ct":
+        drop = obj.get("drop")
+        if not isinstance(drop, int):
+            return SKIPPED
+        prev = st.get("drop")
+        st["drop"] = drop
+        if prev is None or drop <= prev:
+            return None
+        return _ev(ctx, n, text, ts, model.COUNTED_DROPS, host, "kernel", count=drop - prev, detail=st["netns"])
+    osd = obj.get("osd")
+    if not isinstance(osd, int):
+        return None
+    if kind == "event" and obj.get("event") == "start":
+        return _ev(ctx, n, text, ts, model.OSD_START, host, f"osd.{osd}", detail="process start (lab)")
+    if kind == "boot":
+        return _ev(ctx, n, text, ts, model.MON_BOOT, host, f"osd.{osd}")
+    if kind == "marked_down":
+        return _ev(ctx, n, text, ts, model.MARKED_DOWN, host, f"osd.{osd}", detail="failed (lab record)")
+    return None

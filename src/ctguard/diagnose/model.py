@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 # Event kinds.
 TABLE_FULL = "table_full"  # kernel: nf_conntrack/ip_conntrack "table full, dropping packet"
 SUPPRESSED = "suppressed"  # kernel: "net_ratelimit: N callbacks suppressed" right before a table-full line
+COUNTED_DROPS = "counted_drops"  # the kernel's `drop` counter went up by `count` (ctguard lab recordings)
 MS_FAULT = "ms_fault"  # messenger: "fault on lossy channel, failing" (the reconnect-loop signature)
 MS_CLOSE = "ms_close"  # messenger: other fault/teardown lines (fault N: ..., reader/writer, _fault waiting)
 MS_RESET = "ms_reset"  # messenger: RESETSESSION / session reset
@@ -18,7 +19,7 @@ MON_BOOT = "mon_boot"  # cluster log: "osd.N ... boot"
 MARKED_DOWN = "marked_down"  # cluster log: "osd.N failed (...)", "marked itself down", "marked down after no beacon"
 SLOW = "slow"  # slow/blocked requests or ops, with the count
 
-KINDS = (TABLE_FULL, SUPPRESSED, MS_FAULT, MS_CLOSE, MS_RESET, HB_NO_REPLY, WRONGLY_DOWN, OSD_START, MON_BOOT,
+KINDS = (TABLE_FULL, SUPPRESSED, COUNTED_DROPS, MS_FAULT, MS_CLOSE, MS_RESET, HB_NO_REPLY, WRONGLY_DOWN, OSD_START, MON_BOOT,
          MARKED_DOWN, SLOW)
 # Kinds kept as per-second buckets rather than one object per line.
 BUCKETED = frozenset({MS_FAULT, MS_CLOSE})

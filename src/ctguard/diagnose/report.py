@@ -32,9 +32,10 @@ def incident_doc(inc: Incident, n: int) -> dict[str, Any]:
         "end": t(inc.end),
         "duration_s": round(inc.end - inc.start, 3),
         "hosts": inc.hosts,
-        "drops": inc.drops_logged + inc.suppressed,
+        "drops": inc.drops,
         "drops_logged": inc.drops_logged,
         "suppressed": inc.suppressed,
+        "drops_counted": inc.drops_counted,
         "restarted": [{"daemon": p.daemon, "host": p.host, "at": t(p.ts), "how": p.how, "evidence": _ev(p.ev)}
                       for p in inc.restarted],
         "marked_down": [{"daemon": p.daemon, "host": p.host, "at": t(p.ts), "how": p.how, "evidence": _ev(p.ev)}
@@ -45,7 +46,7 @@ def incident_doc(inc: Incident, n: int) -> dict[str, Any]:
         "claims": [{"claim": c.claim, "evidence": [{"source": e.source, "line": e.line, "text": e.text}
                                                    for e in c.evidence]} for c in inc.claims],
         "table_full": [{"host": k.host, "first": t(k.first), "last": t(k.last), "duration_s": round(k.duration, 3),
-                        "drops_logged": k.drops_logged, "suppressed": k.suppressed,
+                        "drops_logged": k.drops_logged, "suppressed": k.suppressed, "drops_counted": k.drops_counted,
                         "drops_per_s_peak": k.peak_per_s, "netns": k.netns} for k in inc.kernel],
         "daemons": [{"daemon": d.daemon, "host": d.host, "lossy_faults": d.lossy_faults,
                      "faults_per_s_peak": d.peak_faults_per_s, "distinct_peers": len(d.peers),
@@ -58,7 +59,7 @@ def incident_doc(inc: Incident, n: int) -> dict[str, Any]:
 def verdict(incidents: list[Incident]) -> str:
     if any(i.conntrack for i in incidents):
         return "CRIT"
-    return "WARN" if incidents else "OK"
+    return "WARN" if any(i.cause_kind != "clean-restart" for i in incidents) else "OK"
 
 
 def document(res: ScanResult, incidents: list[Incident]) -> dict[str, Any]:
@@ -89,7 +90,8 @@ def text(doc: dict[str, Any]) -> str:
         out.append(f"Incident {inc['id']}: {inc['start']} .. {inc['end']} ({inc['duration_s']:.0f} s), "
                    f"hosts: {', '.join(inc['hosts']) or '-'}")
         out.append(f"  Cause [{inc['cause_kind']}]: {inc['cause']}")
-        out.append(f"  Drops: {inc['drops']} ({inc['drops_logged']} logged + {inc['suppressed']} suppressed); "
+        counted = f"{inc['drops_counted']} counted; " if inc["drops_counted"] else ""
+        out.append(f"  Drops: {inc['drops']} ({counted}{inc['drops_logged']} logged + {inc['suppressed']} suppressed); "
                    f"restarted: {len(inc['restarted'])}; marked down: {len(inc['marked_down'])}")
         for c in inc["claims"]:
             out.append(f"  - {c['claim']}")
@@ -131,7 +133,7 @@ def timeline_png(inc: Incident) -> bytes:
         for p in inc.marked_down:
             ax.axvline(p.ts - t0, color="tab:red", linestyle=":", linewidth=1.0)
         ax.grid(alpha=0.3)
-    ax1.set_ylabel("drops/s (logged+suppressed)")
+    ax1.set_ylabel("conntrack drops/s")
     ax2.set_ylabel("lossy faults/s")
     ax1.set_ylim(bottom=0)
     ax2.set_ylim(bottom=0)

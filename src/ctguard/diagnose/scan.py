@@ -36,10 +36,18 @@ from ctguard.diagnose import kernel, model
 from ctguard.diagnose.lines import SKIPPED, SourceCtx, parse_line
 from ctguard.errors import CommandFailed
 
-try:  # optional: 3x faster line counting; matplotlib (a dependency) brings numpy
-    import numpy as _np
-except ImportError:  # pragma: no cover - exercised where numpy is absent
-    _np = None  # type: ignore[assignment]
+_NP: list[Any] = []  # numpy, imported on first use (0.2 s): 3x faster line counting; matplotlib brings it
+
+
+def _numpy() -> Any:
+    if not _NP:
+        try:
+            import numpy
+
+            _NP.append(numpy)
+        except ImportError:  # pragma: no cover - where numpy is absent, bytes.count does the work
+            _NP.append(None)
+    return _NP[0]
 
 # Needles (every interesting line contains one). Long needles of unusual characters are the cheapest.
 KERNEL_NEEDLES: tuple[bytes, ...] = (b", dropping packet",)  # every nf_conntrack/ip_conntrack table-full form
@@ -52,6 +60,8 @@ DAEMON_NEEDLES: tuple[bytes, ...] = (
     b"slow ops, oldest",  # N slow ops, oldest is/one ... (Nautilus on), also the cluster log's SLOW_OPS
 )
 SIMPLE_NEEDLES: tuple[bytes, ...] = (b"couldn't read tag", b"writer finishing")  # SimpleMessenger teardown
+LAB_NEEDLES: tuple[bytes, ...] = (b'"kind": "meta"', b'"kind": "ct"', b'"kind": "event"', b'"kind": "boot"',
+                                  b'"kind": "marked_down"')  # ctguard lab recordings (data/lab/, docs/lab.md)
 MON_NEEDLES: tuple[bytes, ...] = (b" failed (", b"marked itself down", b"marked down after", b" boot")
 SUPPRESSED = b"callbacks suppressed"  # only looked for right before a table-full line (kernel.py)
 CHUNK = 8 << 20
@@ -71,7 +81,7 @@ class Reader(Protocol):
 Progress = Callable[[str, int, int], None]  # (source, bytes done, bytes total or 0)
 
 _HOST_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
-_DAEMON_FILE_RE = re.compile(r"^ceph-(osd|mon|mgr|mds)\.([\w-]+)\.log")
+_DAEMON_FILE_RE = re.compile(r"(?:^|[._-])ceph-(osd|mon|mgr|mds)\.([\w-]+)\.log")
 _KERNEL_SAMPLE_RE = re.compile(
     rb"(?m)( kernel: |^(?:\w+\s*:\s*\w+\s*: )?\[\s*\d+\.\d+\] |^\[[A-Z][a-z]{2} [A-Z][a-z]{2} |\"_TRANSPORT\" ?: ?\"kernel\")")
 _CEPH_SAMPLE_RE = re.compile(rb"(?m)^(?:debug )?\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d\S* [0-9a-f]{4,16} +-?\d+ ")
@@ -120,7 +130,7 @@ class ScanResult:
 
     @property
     def kernel_inputs(self) -> int:
-        return sum(1 for i in self.inputs if "kernel" in i.kinds)
+        return sum(1 for i in self.inputs if "kernel" in i.kinds or "kernel-counters" in i.kinds)
 
 
 def parse_spec(arg: str) -> InputSpec:
@@ -148,17 +158,43 @@ def expand(specs: Iterable[InputSpec]) -> list[InputSpec]:
     return out
 
 
+_HOST_BEFORE_RE = re.compile(
+    r"^([A-Za-z][A-Za-z0-9-]*(?:\.[A-Za-z0-9-]+)*?)[._-](?:kern\.log|syslog|messages|dmesg|journal|ceph[\w.-]*\.log)")
+_HOST_AFTER_RE = re.compile(
+    r"^(?:kern\.log|syslog|messages|dmesg|journal)[._-]([A-Za-z][A-Za-z0-9-]*(?:\.[A-Za-z0-9-]+)*?)"
+    r"(?:\.\d+)?(?:\.(?:gz|xz|bz2|log|txt))*$")
+_NOT_HOSTS = frozenset({"log", "txt", "gz", "xz", "bz2", "json", "out", "old", "bak", "current", "ceph", "var"})
+_SOS_RE = re.compile(r"^sosreport-([A-Za-z][A-Za-z0-9-]*?)-")  # sosreport-HOST-CASE-DATE...
+
+
+def host_from_name(path: str) -> str:
+    """A host named in the path: `HOST.kern.log`, `HOST-ceph-osd.3.log`, `kern.log.HOST[.1][.gz]`, or a
+    `sosreport-HOST-...` directory. Only a hint: a syslog line's own host wins, and HOST=PATH overrides it."""
+    parts = os.path.normpath(path).split(os.sep)
+    for comp in parts[:-1]:
+        m = _SOS_RE.match(comp)
+        if m:
+            return m.group(1)
+    base = parts[-1]
+    m = _HOST_BEFORE_RE.match(base) or _HOST_AFTER_RE.match(base)
+    if m is None or m.group(1).lower() in _NOT_HOSTS:
+        return ""
+    return m.group(1)
+
+
 def daemon_from_name(path: str) -> str:
     base = os.path.basename(path)
-    m = _DAEMON_FILE_RE.match(base)
+    m = _DAEMON_FILE_RE.search(base)
     if m:
         return f"{m.group(1)}.{m.group(2)}"
-    if base.startswith("ceph.log"):
+    if base.startswith("ceph.log") or re.search(r"[._-]ceph\.log", base):
         return "cluster"
     return ""
 
 
 def sample_kinds(head: bytes) -> list[str]:
+    if head.startswith(b'{"kind": "meta"'):
+        return ["kernel-counters"]  # a ctguard lab recording
     kinds = []
     if _KERNEL_SAMPLE_RE.search(head):
         kinds.append("kernel")
@@ -206,6 +242,8 @@ def needles_for(daemon: str, head: bytes) -> tuple[bytes, ...]:
     kernel-only log (kern.log, dmesg, journalctl -k: every sampled line is a kernel line) cannot hold Ceph
     lines; anything else (syslog, a journal export, an empty or unknown start) gets every needle. Each needle
     costs one pass over the data, so this is most of the speed on real inputs."""
+    if head.startswith(b'{"kind": "meta"'):
+        return LAB_NEEDLES
     lines = [x for x in head.split(b"\n")[:-1] if x.strip()][:400] if head else []
     n_kernel = sum(1 for x in lines if _KERNEL_LINE_RE.match(x))
     n_native = sum(1 for x in lines if _NATIVE_LINE_RE.match(x))
@@ -232,7 +270,7 @@ def count_lines(buf: bytes | bytearray, end: int) -> int:
 
 def newline_positions(buf: bytes | bytearray, end: int) -> Any:
     """Offsets of every newline in buf[:end] (numpy array), 1 MiB at a time so the work stays in cache."""
-    assert _np is not None
+    _np = _numpy()
     mv = memoryview(buf)
     parts = [_np.flatnonzero(_np.frombuffer(mv[i:min(i + (1 << 20), end)], dtype=_np.uint8) == 10) + i
              for i in range(0, end, 1 << 20)]
@@ -266,6 +304,7 @@ class _Lines:
     def buffer(self, buf: bytes | bytearray, end: int) -> None:
         """buf[:end] is whole lines, each ending with a newline."""
         find, rfind = buf.find, buf.rfind
+        _np = _numpy()
         nlpos = newline_positions(buf, end) if _np is not None else None
         nl = len(nlpos) if nlpos is not None else count_lines(buf, end)
         # binary garbage: lines with a NUL byte (memchr speed)
@@ -467,6 +506,7 @@ def _count(path: str, acc: ScanResult, progress: Progress | None, source: str, t
     last = b"\n"
     buf = bytearray(CHUNK)
     mv = memoryview(buf)
+    _np = _numpy()
     with open(path, "rb", buffering=0) as f:
         while True:
             n = f.readinto(mv)
@@ -565,8 +605,9 @@ def scan(specs: Iterable[InputSpec], make_ctx: Callable[[str, str, str], SourceC
         workers = min(MAX_WORKERS, os.cpu_count() or 1)
     for spec in expand(specs):
         daemon = daemon_from_name(spec.path) if spec.path != "-" else ""
-        ctx = make_ctx(spec.path, spec.host, daemon)
-        info = InputInfo(source=spec.path, host=spec.host, daemon=daemon, kinds=[], compression="")
+        host = spec.host or (host_from_name(spec.path) if spec.path != "-" else "")
+        ctx = make_ctx(spec.path, host, daemon)
+        info = InputInfo(source=spec.path, host=host, daemon=daemon, kinds=[], compression="")
         acc.inputs.append(info)
         try:
             stream, comp = _open(spec.path)
@@ -585,7 +626,8 @@ def scan(specs: Iterable[InputSpec], make_ctx: Callable[[str, str, str], SourceC
             if plain and use_grep and size >= grep_min_bytes and len(needles) >= 3 and \
                     _scan_grep(spec.path, ctx, acc, info, size, needles, progress):
                 pass
-            elif plain and workers > 1 and size >= parallel_min_bytes:
+            elif plain and workers > 1 and size >= parallel_min_bytes and needles != LAB_NEEDLES:
+                # (a lab recording is read in order: its drop counter is cumulative)
                 _scan_parallel(spec.path, size, ctx, needles, acc, info, workers, progress)
             else:
                 st = _Lines(ctx, acc, needles)

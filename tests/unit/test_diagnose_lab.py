@@ -1,0 +1,49 @@
+"""`ctguard diagnose` on the lab's recorded reproductions (data/lab/<run>/, docs/lab.md): for every scenario,
+the cause it names agrees with what the lab measured (drops or none), and the drops it counts are the lab's."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ctguard.diagnose import correlate, report, scan
+from ctguard.diagnose.clock import Clock
+from ctguard.diagnose.lines import SourceCtx
+
+LAB = Path(__file__).parent.parent.parent / "data" / "lab"
+RUNS = sorted(LAB.glob("*/run.json"))
+SCENARIOS = [(run, sc) for run in RUNS for sc in json.loads(run.read_text()).get("scenarios", [])
+             if sc.get("available", True) and (run.parent / f"{sc['name']}.jsonl").exists()]
+
+
+def diagnose(*paths: Path) -> tuple[list[correlate.Incident], dict[str, object]]:
+    clock = Clock()
+
+    def ctx(path: str, host: str, daemon: str) -> SourceCtx:
+        return SourceCtx(source=path, host=host, daemon=daemon, clock=clock)
+
+    res = scan.scan([scan.InputSpec(str(p)) for p in paths if p.exists()], ctx)
+    incs = correlate.correlate(res)
+    return incs, report.document(res, incs)
+
+
+@pytest.mark.skipif(not SCENARIOS, reason="no lab recording under data/lab yet")
+@pytest.mark.parametrize(("run", "sc"), SCENARIOS, ids=[f"{r.parent.name}-{s['name']}" for r, s in SCENARIOS])
+def test_lab_scenario_cause(run: Path, sc: dict[str, object]) -> None:
+    name = str(sc["name"])
+    incs, doc = diagnose(run.parent / f"{name}.jsonl", run.parent / f"{name}.log")
+    conntrack = [i for i in incs if i.conntrack]
+    drops = sc.get("drops")
+    assert isinstance(drops, int)
+    if drops > 0:
+        assert conntrack, (name, [i.cause for i in incs])
+        assert sum(i.drops_counted for i in conntrack) == drops
+        assert doc["verdict"] == "CRIT"
+        # a restart of the host's OSDs started every overflow the lab provoked
+        assert conntrack[0].cause_kind == "conntrack-overflow-after-restart", conntrack[0].cause
+        assert conntrack[0].restarted and all(c.evidence for c in conntrack[0].claims[:2])
+    else:
+        assert not conntrack, (name, [i.cause for i in conntrack])
+        assert doc["verdict"] in ("OK", "WARN")
