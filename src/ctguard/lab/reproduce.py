@@ -114,6 +114,7 @@ class Result:
     series: str = ""
     plot: str = ""
     errors: list[str] = field(default_factory=list)
+    restarted: int = 0  # OSD starts seen in the window
     loadavg: list[float] = field(default_factory=list)  # 1-min load average at start and end (shared machine)
 
 
@@ -374,7 +375,10 @@ class Reproducer:
         watcher.start()
         argv = [sys.executable, "-c", "from ctguard.cli import main; main()", "restart", "--host", self.host,
                 "--lab", self.lab.prefix, "--lab-dir", os.path.dirname(self.lab.dir),
-                "--state-dir", os.path.join(self.lab.dir, "restart-state"), "--discard", "--json"]
+                "--state-dir", os.path.join(self.lab.dir, "restart-state"), "--discard", "--json",
+                # the lab's host is quiet: a small reserve instead of the production default (0.5 % of max,
+                # 1,310 entries here, more than the squeezed headroom); and never wait past the lab's patience
+                "--reserve", "8", "--gate-timeout", "300"]
         try:
             done = run(argv, timeout=900)
         finally:
@@ -427,6 +431,7 @@ class Reproducer:
             if drop_t:
                 res.first_drop_s = drop_t[0]
                 res.overflow_seconds = round(drop_t[-1] - drop_t[0] + 0.1, 2)
+        res.restarted = sum(1 for r in ev if r["event"] == "start")
         first_stop = min((float(r["t"]) for r in ev if r["event"] == "stop"), default=self.preroll)
         last_start = max((float(r["t"]) for r in ev if r["event"] == "start"), default=first_stop)
         for r in ceph:
