@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from typing import Any
 
 from ctguard.errors import BadInput, CommandFailed, CtguardError
@@ -390,7 +391,12 @@ class Reproducer:
             except ValueError:
                 continue
             if isinstance(ev, dict) and "event" in ev:
-                sampler.add("restart", **{k: v for k, v in ev.items() if k not in ("t", "kind")})
+                at = None
+                try:
+                    at = datetime.fromisoformat(str(ev.get("ts", "")).replace("Z", "+00:00")).timestamp()
+                except ValueError:
+                    pass
+                sampler.add("restart", at=at, **{k: v for k, v in ev.items() if k not in ("t", "kind", "at")})
         if not done.ok:
             sampler.errors.append(f"ctguard restart exited {done.returncode}: {done.first_error_line()}")
 
