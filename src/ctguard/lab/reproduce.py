@@ -568,6 +568,7 @@ class _Purger:
         from ctguard.table.purge import purge
 
         with self._busy:
+            fields: dict[str, Any]
             try:
                 r = purge(self.ns)
                 fields = {"deleted": r.deleted, "count_before": r.count_before, "count_after": r.count_after,
