@@ -8,10 +8,16 @@ import shutil
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import settings
 
 from ctguard.lab.testbed import Testbed
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
+
+# No per-example deadline: CI and shared 2-core machines stall examples unpredictably; a slow example is
+# not a failure of the property.
+settings.register_profile("ctguard", deadline=None)
+settings.load_profile("ctguard")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -1,5 +1,5 @@
-"""Reading inputs: files, directories, .gz/.xz/.bz2, stdin, HOST=PATH, garbage; the grep-assisted path and the
-pure-Python loop give the same answer, across chunk boundaries too."""
+"""Reading inputs: files, directories, .gz/.xz/.bz2, stdin, HOST=PATH, garbage; one process or several over
+ranges of a file, big chunks or tiny ones: the same answer."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import gzip
 import io
 import lzma
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -36,12 +35,12 @@ def summary(r: scan.ScanResult) -> tuple[object, ...]:
     return (r.read, r.matched, r.skipped, evs, bks)
 
 
-@pytest.mark.skipif(shutil.which("grep") is None, reason="grep not installed")
-def test_grep_and_python_paths_agree_on_the_incident() -> None:
-    a = run(f"cartman06={FULL}/cartman06", str(FULL / "cartman01"), grep_min_bytes=0)
-    b = run(f"cartman06={FULL}/cartman06", str(FULL / "cartman01"), use_grep=False)
-    assert {i.via for i in a.inputs} == {"grep"} and {i.via for i in b.inputs} == {"python"}
-    assert summary(a) == summary(b)
+def test_grep_parallel_ranges_and_one_stream_agree_on_the_incident() -> None:
+    a = run(f"cartman06={FULL}/cartman06", str(FULL / "cartman01"), workers=3, parallel_min_bytes=0, use_grep=False)
+    b = run(f"cartman06={FULL}/cartman06", str(FULL / "cartman01"), workers=1, use_grep=False)
+    c = run(f"cartman06={FULL}/cartman06", str(FULL / "cartman01"), grep_min_bytes=0)
+    assert summary(a) == summary(b) == summary(c)
+    assert {i.via for i in b.inputs} == {"python"} and {i.via for i in c.inputs} == {"grep"}
     assert a.read == sum(1 for p in FULL.rglob("*.log") for _ in p.open())
     kinds = {e.kind for e in a.events} | {k[1] for k in a.buckets}
     assert kinds >= {model.TABLE_FULL, model.SUPPRESSED, model.MS_FAULT, model.MS_CLOSE, model.HB_NO_REPLY,
@@ -50,16 +49,18 @@ def test_grep_and_python_paths_agree_on_the_incident() -> None:
 
 
 def test_small_chunks_do_not_lose_lines_or_suppressed_counts(monkeypatch: pytest.MonkeyPatch) -> None:
-    whole = run(str(FULL / "cartman06" / "kern.log"), use_grep=False)
+    whole = run(str(FULL / "cartman06" / "kern.log"), workers=1)
     monkeypatch.setattr(scan, "CHUNK", 97)  # many lines and suppression/table-full pairs cut at the boundary
-    tiny = run(str(FULL / "cartman06" / "kern.log"), use_grep=False)
+    tiny = run(str(FULL / "cartman06" / "kern.log"), workers=1)
     assert summary(whole) == summary(tiny)
+    cut = run(str(FULL / "cartman06" / "kern.log"), workers=4, parallel_min_bytes=0)  # ranges cut anywhere
+    assert summary(whole) == summary(cut)
     supp = [e for e in tiny.events if e.kind == model.SUPPRESSED]
     assert len(supp) == sum(1 for line in open(FULL / "cartman06" / "kern.log") if "callbacks suppressed" in line)
 
 
 def test_line_numbers_point_at_the_line(tmp_path: Path) -> None:
-    r = run(f"cartman06={FULL}/cartman06", use_grep=False)
+    r = run(f"cartman06={FULL}/cartman06", workers=1, use_grep=False)
     for e in r.events[:200] + [b.first for b in list(r.buckets.values())[:200]]:
         with open(e.source, encoding="utf-8") as f:
             assert f.readlines()[e.line_no - 1].rstrip("\n") == e.text
@@ -99,7 +100,7 @@ def test_stdin(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_directories_and_host_assignment(tmp_path: Path) -> None:
-    r = run(f"cartman06={FULL}/cartman06", use_grep=False)
+    r = run(f"cartman06={FULL}/cartman06", workers=1)
     assert len(r.inputs) == 9 and all(i.host == "cartman06" for i in r.inputs)
     daemons = {i.daemon for i in r.inputs}
     assert daemons == {f"osd.{n}" for n in range(8)} | {""}
@@ -114,8 +115,9 @@ def test_garbage_counts_as_skipped(tmp_path: Path) -> None:
     good = (LOGS / "incident-2014" / "kern.log").read_bytes()
     p.write_bytes(b"\x00\x01\xff table full\n" + os.urandom(5000) + b"\n" + good + b"random table full text\n"
                   + b"no newline at the end table full")
-    for use_grep in (True, False):
-        r = run(str(p), use_grep=use_grep, grep_min_bytes=0)
+    for kw in ({"workers": 1, "use_grep": False}, {"workers": 2, "parallel_min_bytes": 0, "use_grep": False},
+               {"grep_min_bytes": 0}):
+        r = run(str(p), **kw)
         assert [e.kind for e in r.events] == [model.TABLE_FULL]
         assert r.skipped >= 3  # the NUL line, the random candidate, the unterminated last line
         assert r.read == p.read_bytes().count(b"\n") + 1
@@ -131,3 +133,44 @@ def test_sample_kinds() -> None:
     assert scan.sample_kinds((FULL / "cartman06" / "ceph-osd.0.log").read_bytes()[:65536]) == ["ceph-daemon"]
     assert scan.sample_kinds((FULL / "cartman01" / "ceph.log").read_bytes()[:65536]) == ["ceph-cluster"]
     assert scan.sample_kinds(b"[ 8723.214092] hello\n") == ["kernel"]
+
+
+def test_needles_follow_what_the_file_is() -> None:
+    kern = b"Aug  6 15:23:48 h kernel: [1.0] x\n[ 8723.214092] y\n"
+    osd = b"2026-11-26T06:08:44.066+0000 7f36e0e336c0  2 x\n" * 20 + b"    \"name\": 1,\n"
+    syslog = kern + b"Aug  6 15:23:49 h ceph-osd[12]: 2026-11-26T06:08:44.066+0000 7f36e0e336c0  2 x\n"
+    assert scan.needles_for("", kern) == scan.KERNEL_NEEDLES  # kern.log/dmesg: no Ceph lines in there
+    assert scan.KERNEL_NEEDLES[0] not in scan.needles_for("osd.1", osd)  # Ceph's own log: no kernel lines
+    assert scan.MON_NEEDLES[0] not in scan.needles_for("osd.1", osd)
+    assert set(scan.needles_for("", syslog)) >= set(scan.KERNEL_NEEDLES + scan.DAEMON_NEEDLES)
+    assert set(scan.needles_for("cluster", b"")) >= set(scan.MON_NEEDLES)  # unknown: everything
+    assert set(scan.SIMPLE_NEEDLES) <= set(scan.needles_for("", b"x pipe(0x7f92 sd=1 l=1).fault\n"))
+
+
+def test_giant_lines_are_cut_not_lost(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(scan, "CHUNK", 64)
+    monkeypatch.setattr(scan, "MAX_LINE", 100)
+    p = tmp_path / "blob.log"
+    good = (LOGS / "incident-2014" / "kern.log").read_bytes()
+    p.write_bytes(good + b"x" * 1000 + b"\n" + good)
+    r = run(str(p), workers=1)
+    assert [e.line_no for e in r.events if e.kind == model.TABLE_FULL][0] == 1
+    assert len([e for e in r.events if e.kind == model.TABLE_FULL]) == 2
+
+
+def test_fifo_is_read_as_a_stream(tmp_path: Path) -> None:
+    import threading
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    data = gzip.compress((LOGS / "incident-2014" / "kern.log").read_bytes())
+
+    def feed() -> None:
+        with open(fifo, "wb") as f:
+            f.write(data)
+
+    t = threading.Thread(target=feed)
+    t.start()
+    r = run(str(fifo), grep_min_bytes=0, parallel_min_bytes=0)
+    t.join(timeout=10)
+    assert r.inputs[0].compression == "gzip" and [e.kind for e in r.events] == [model.TABLE_FULL]

@@ -23,6 +23,9 @@ _COMMAND_MODULES = (
     "table",
     "notrack",
     "diagnose",
+    "model",
+    "export",
+    "restart",
     "lab",
 )
 

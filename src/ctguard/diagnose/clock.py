@@ -68,23 +68,23 @@ class Clock:
 
     def iso(self, m: re.Match[str]) -> float:
         """A match of ISO_RE; raises ValueError on an impossible date."""
-        y, mo, d, h, mi, s = (int(m.group(i)) for i in range(1, 7))
-        if not (1 <= mo <= 12 and 1 <= d <= 31 and h < 24 and mi < 60 and s < 61):
-            raise ValueError("bad date")
-        off = m.group(8)
-        if off is None:
-            base = self._naive(y, mo, d, h, mi, s)
-        else:
-            key = (y, mo, d, h, mi, s, off)
-            hit = self._cache.get(key)
-            if hit is None:
-                hit = float(calendar.timegm((y, mo, d, h, mi, s, 0, 0, 0)))
+        key = (m.group(1), m.group(2), m.group(3), m.group(4), m.group(5), m.group(6), m.group(8))
+        base = self._cache.get(key)
+        if base is None:
+            y, mo, d, h, mi, s = (int(x) for x in key[:6])
+            if not (1 <= mo <= 12 and 1 <= d <= 31 and h < 24 and mi < 60 and s < 61):
+                raise ValueError("bad date")
+            off = m.group(8)
+            if off is None:
+                base = self._naive(y, mo, d, h, mi, s)
+            else:
+                base = float(calendar.timegm((y, mo, d, h, mi, s, 0, 0, 0)))
                 if off != "Z":
                     sign = -1 if off[0] == "-" else 1
-                    hit -= sign * (int(off[1:3]) * 3600 + int(off[-2:]) * 60)
-                self._cache[key] = hit
-            base = hit
-        return base + _frac(m.group(7))
+                    base -= sign * (int(off[1:3]) * 3600 + int(off[-2:]) * 60)
+            self._cache[key] = base
+        frac = m.group(7)
+        return base + float("0." + frac) if frac else base
 
     def syslog(self, mon: str, day: int, hms: str, frac: str | None = None) -> float:
         """`Aug  6 15:23:48`: the year is --year, else the current one unless that is in the future."""

@@ -177,13 +177,21 @@ def _domain(events: list[model.Event], buckets: list[tuple[model.BucketKey, mode
             merged[-1][1] = max(merged[-1][1], w[1])
         else:
             merged.append(list(w))
+    # slice by time with bisect: a month of logs can hold thousands of incidents
+    ev_ts = [e.ts for e in events]
+    bks_sorted = sorted(buckets, key=lambda kb: kb[0][4])
+    bk_secs = [k[4] for k, _ in bks_sorted]
+    seeds.sort()
     out = []
     for a, b in merged:
-        first_seed = min((s for s in seeds if a <= s <= b), default=a)
-        restarts = [e for e in events if e.kind in RESTART_KINDS and first_seed - opts.lookback <= e.ts <= b]
+        i = bisect.bisect_left(seeds, a)
+        first_seed = seeds[i] if i < len(seeds) and seeds[i] <= b else a
+        restarts = [e for e in events[bisect.bisect_left(ev_ts, first_seed - opts.lookback):
+                                      bisect.bisect_right(ev_ts, b)] if e.kind in RESTART_KINDS]
         start = min([a] + [e.ts for e in restarts])
-        evs = [e for e in events if start <= e.ts <= b + 1 and e.kind not in RESTART_KINDS] + restarts
-        bks = [(k, bk) for k, bk in buckets if start - 1 < k[4] <= b + 1]
+        evs = [e for e in events[bisect.bisect_left(ev_ts, start):bisect.bisect_right(ev_ts, b + 1)]
+               if e.kind not in RESTART_KINDS] + restarts
+        bks = bks_sorted[bisect.bisect_right(bk_secs, start - 1):bisect.bisect_right(bk_secs, b + 1)]
         out.append(_incident(start, b, evs, bks, opts, kernel_inputs))
     return out
 

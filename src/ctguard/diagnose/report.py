@@ -121,10 +121,10 @@ def timeline_png(inc: Incident) -> bytes:
         for sec, n in series.items():
             b = int((sec - t0) // step) * step
             bins[b] = bins.get(b, 0) + n
-        xs = sorted(bins)
-        ys = [bins[x] / step for x in xs]
+        xs = list(range(int(min(bins, default=0)), int(span) + step, step))  # empty bins are zeros
+        ys = [bins.get(x, 0) / step for x in xs]
         ax = ax1 if what == "drops" else ax2
-        ax.plot(xs, ys, drawstyle="steps-post", marker=".", label=host)
+        ax.plot(xs, ys, drawstyle="steps-post", linewidth=1.0, label=host)
     for ax in (ax1, ax2):
         for p in inc.restarted:
             ax.axvline(p.ts - t0, color="tab:green", linestyle="--", linewidth=0.8)
@@ -133,6 +133,8 @@ def timeline_png(inc: Incident) -> bytes:
         ax.grid(alpha=0.3)
     ax1.set_ylabel("drops/s (logged+suppressed)")
     ax2.set_ylabel("lossy faults/s")
+    ax1.set_ylim(bottom=0)
+    ax2.set_ylim(bottom=0)
     ax2.set_xlabel(f"seconds after {fmt_ts(t0, inc.clock)} (green: restarts, red: mark-downs)")
     for ax in (ax1, ax2):
         if ax.get_legend_handles_labels()[0]:

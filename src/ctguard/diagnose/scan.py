@@ -1,52 +1,66 @@
 """Reading the inputs, and the hot loop that finds the few lines that matter among millions.
 
-Design for throughput (measured in docs/benchmarks.md): nothing is done per line in Python except for
-candidate lines. A candidate line contains one of NEEDLES; finding them is C work.
-* Plain files: `grep -F -o -b -n` with all needles at once (Aho-Corasick-like multi-pattern search in C,
-  ASCII-only output, so binary garbage cannot upset the decoding), while this process counts lines and NUL
-  bytes in 8 MiB binary chunks in parallel (the two use the two cores); candidate lines are then read back by
-  offset through mmap. Without grep, or with `use_grep=False`, the pure-Python loop below does the same.
-* Compressed files (.gz/.xz/.bz2, recognised by their magic bytes) and stdin: the pure-Python loop over 8 MiB
-  chunks: `bytes.count` for lines, `bytes.find` per needle (C fastsearch) and line bounds with `rfind`.
-Only candidate lines are decoded (UTF-8, errors replaced) and run through the regular expressions.
+Design for throughput (figures in docs/benchmarks.md): nothing is done per line in Python except for candidate
+lines, which contain one of a few long NEEDLES. Which needles a file gets depends on what its first 64 KiB look
+like (`needles_for`): a kernel-only log gets one, a log written by Ceph gets no kernel needle, a syslog gets all.
+* Big plain files: GNU grep (`-F -o -b -n`, all needles at once, in C, in its own process; -o prints only the
+  needle, so the output is ASCII whatever the file holds) finds the candidates while this process counts lines
+  and NUL bytes in 8 MiB chunks; candidate lines are then read back by offset through mmap. Measured: grep with
+  7 -F patterns costs 3-4 times grep with one, where one `bytes.find` pass per needle costs about one grep.
+* Otherwise (no grep, --no-grep, small, compressed or stdin): 8 MiB binary chunks read into one reused buffer;
+  lines counted with numpy 1 MiB at a time (matplotlib brings numpy; `bytes.count` without it); `bytes.find`
+  per needle (CPython's C fastsearch skips ahead by the needle's length, so long needles are cheapest); line
+  bounds with `rfind`/`find`. Big plain files are split at line starts over up to 4 processes.
+Only candidate lines are decoded (UTF-8, errors replaced) and given to the regular expressions.
 """
-
 from __future__ import annotations
 
 import bz2
 import gzip
 import lzma
 import mmap
+import multiprocessing
 import os
 import re
 import shutil
+import stat
 import sys
 import zlib
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import BinaryIO, Protocol
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from typing import Any, BinaryIO, Protocol
 
 from ctguard import runner
 from ctguard.diagnose import kernel, model
 from ctguard.diagnose.lines import SKIPPED, SourceCtx, parse_line
 from ctguard.errors import CommandFailed
 
-# Every interesting line contains one of these (see ceph.py/kernel.py for the messages).
-NEEDLES: tuple[bytes, ...] = (
-    b"table full",  # kernel: nf_conntrack/ip_conntrack table full
-    b" >> ",  # every SimpleMessenger/AsyncMessenger connection line: `LOCAL >> PEER pipe(...)/conn(...)`
-    b"no reply from",  # heartbeat_check
-    b"marked ",  # wrongly marked me down / marked itself down / marked down after no beacon
-    b" failed (",  # mon: osd.N failed (...)
-    b" boot",  # mon: osd.N boot; OSD: starting boot process
-    b"slow ",  # slow requests / slow ops
+try:  # optional: 3x faster line counting; matplotlib (a dependency) brings numpy
+    import numpy as _np
+except ImportError:  # pragma: no cover - exercised where numpy is absent
+    _np = None  # type: ignore[assignment]
+
+# Needles (every interesting line contains one). Long needles of unusual characters are the cheapest.
+KERNEL_NEEDLES: tuple[bytes, ...] = (b", dropping packet",)  # every nf_conntrack/ip_conntrack table-full form
+DAEMON_NEEDLES: tuple[bytes, ...] = (
+    b"lossy channel",  # messenger: (_)fault on lossy channel, failing (all messenger generations)
+    b"heartbeat_check",  # heartbeat_check: no reply from ... osd.N
+    b"marked me down",  # map eN wrongly marked me down
+    b"done with init",  # done with init, starting boot process (OSD process start)
+    b"slow requests",  # N slow requests (Firefly..Mimic), also the cluster log's REQUEST_SLOW
+    b"slow ops, oldest",  # N slow ops, oldest is/one ... (Nautilus on), also the cluster log's SLOW_OPS
 )
+SIMPLE_NEEDLES: tuple[bytes, ...] = (b"couldn't read tag", b"writer finishing")  # SimpleMessenger teardown
+MON_NEEDLES: tuple[bytes, ...] = (b" failed (", b"marked itself down", b"marked down after", b" boot")
 SUPPRESSED = b"callbacks suppressed"  # only looked for right before a table-full line (kernel.py)
 CHUNK = 8 << 20
 MAX_LINE = 1 << 20  # a "line" longer than this without a newline is cut (binary blobs)
 MAX_PARSE = 8192  # characters of a candidate line given to the parser
-GREP_MIN_BYTES = 4 << 20  # below this the Python loop is as fast as starting grep
+PARALLEL_MIN_BYTES = 32 << 20
+GREP_MIN_BYTES = 16 << 20  # below this starting grep costs more than it saves
+MAX_WORKERS = 4
+
 
 class Reader(Protocol):
     def read(self, n: int = ..., /) -> bytes: ...
@@ -62,6 +76,7 @@ _KERNEL_SAMPLE_RE = re.compile(
     rb"(?m)( kernel: |^(?:\w+\s*:\s*\w+\s*: )?\[\s*\d+\.\d+\] |^\[[A-Z][a-z]{2} [A-Z][a-z]{2} |\"_TRANSPORT\" ?: ?\"kernel\")")
 _CEPH_SAMPLE_RE = re.compile(rb"(?m)^(?:debug )?\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d\S* [0-9a-f]{4,16} +-?\d+ ")
 _CLUSTER_SAMPLE_RE = re.compile(rb"(?m) (?:mon|osd)\.\S+ .{0,80}\[(?:INF|WRN|DBG|ERR)\] ")
+_MON_SAMPLE_RE = re.compile(rb"ceph-mon|log_channel\(cluster\) log \[\w+\] : osd\.")
 
 
 @dataclass(frozen=True)
@@ -77,7 +92,7 @@ class InputInfo:
     daemon: str
     kinds: list[str]  # "kernel", "ceph-daemon", "ceph-cluster" seen in the first 64 KiB
     compression: str
-    via: str  # "grep" or "python"
+    via: str = "python"  # or "grep"
     lines: int = 0
     bytes: int = 0
     error: str = ""
@@ -165,14 +180,10 @@ def _magic_kind(head: bytes) -> str:
 
 
 def _open(path: str) -> tuple[Reader, str]:
-    if path == "-":
-        raw: BinaryIO = sys.stdin.buffer
-        peek = getattr(raw, "peek", None)
-        head = peek(6)[:6] if peek is not None else b""
-    else:
-        raw = open(path, "rb")  # noqa: SIM115 - closed by the caller
-        head = raw.read(6)
-        raw.seek(0)
+    """The input as a byte stream, decompressed by its magic bytes (peeked, so pipes and FIFOs work too)."""
+    raw: BinaryIO = sys.stdin.buffer if path == "-" else open(path, "rb")  # noqa: SIM115 - closed by the caller
+    peek = getattr(raw, "peek", None)
+    head = peek(6)[:6] if peek is not None else b""
     kind = _magic_kind(head)
     if kind == "gzip":
         return gzip.GzipFile(fileobj=raw, mode="rb"), kind
@@ -183,12 +194,58 @@ def _open(path: str) -> tuple[Reader, str]:
     return raw, kind
 
 
-class _Lines:
-    """Per-source state of the Python loop."""
+_KERNEL_LINE_RE = re.compile(
+    rb"^(?:\S+ +\d+ [\d:.]+ \S+ kernel: |\d{4}-\S+ \S+ kernel: |(?:\w+\s*:\s*\w+\s*: )?\[[^\]]+\] |\d{4}-\d\d-\d\dT\S+,\d+\S* )")
+_NATIVE_LINE_RE = re.compile(rb"^(?:debug )?(?:\s*-?\d+> )?\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d")
 
-    def __init__(self, ctx: SourceCtx, acc: ScanResult) -> None:
+
+def needles_for(daemon: str, head: bytes) -> tuple[bytes, ...]:
+    """The needles worth searching a file for, from its name and its first 64 KiB.
+
+    A file Ceph wrote itself (every sampled line starts with a Ceph timestamp) cannot hold kernel lines, and a
+    kernel-only log (kern.log, dmesg, journalctl -k: every sampled line is a kernel line) cannot hold Ceph
+    lines; anything else (syslog, a journal export, an empty or unknown start) gets every needle. Each needle
+    costs one pass over the data, so this is most of the speed on real inputs."""
+    lines = [x for x in head.split(b"\n")[:-1] if x.strip()][:400] if head else []
+    n_kernel = sum(1 for x in lines if _KERNEL_LINE_RE.match(x))
+    n_native = sum(1 for x in lines if _NATIVE_LINE_RE.match(x))
+    # Ceph's logs have multi-line dumps (config, JSON): 90 % for them; a syslog with a few non-kernel lines
+    # among kernel ones is not a kernel-only log
+    kernel_only = bool(lines) and n_kernel == len(lines)
+    ceph_only = bool(lines) and n_kernel == 0 and n_native >= 0.9 * len(lines)
+    out: tuple[bytes, ...] = ()
+    if not ceph_only:
+        out += KERNEL_NEEDLES
+    if not kernel_only:
+        out += DAEMON_NEEDLES
+        if b" pipe(0x" in head:
+            out += SIMPLE_NEEDLES
+        if (daemon == "cluster" or daemon.startswith("mon.") or not lines or not (n_kernel or n_native)
+                or _CLUSTER_SAMPLE_RE.search(head) or _MON_SAMPLE_RE.search(head)):
+            out += MON_NEEDLES
+    return out
+
+
+def count_lines(buf: bytes | bytearray, end: int) -> int:
+    return buf.count(b"\n", 0, end)
+
+
+def newline_positions(buf: bytes | bytearray, end: int) -> Any:
+    """Offsets of every newline in buf[:end] (numpy array), 1 MiB at a time so the work stays in cache."""
+    assert _np is not None
+    mv = memoryview(buf)
+    parts = [_np.flatnonzero(_np.frombuffer(mv[i:min(i + (1 << 20), end)], dtype=_np.uint8) == 10) + i
+             for i in range(0, end, 1 << 20)]
+    return _np.concatenate(parts) if parts else _np.zeros(0, dtype=_np.int64)
+
+
+class _Lines:
+    """Per-source state of the hot loop."""
+
+    def __init__(self, ctx: SourceCtx, acc: ScanResult, needles: tuple[bytes, ...]) -> None:
         self.ctx = ctx
         self.acc = acc
+        self.needles = needles
         self.lines = 0
         self.tail: list[tuple[int, bytes]] = []  # last lines of the previous buffer, for the lookback
         self.supp_done: set[int] = set()
@@ -206,10 +263,11 @@ class _Lines:
                 self.supp_done.add(line_no)
             self.acc.add(got)
 
-    def buffer(self, buf: bytes, end: int) -> None:
+    def buffer(self, buf: bytes | bytearray, end: int) -> None:
         """buf[:end] is whole lines, each ending with a newline."""
         find, rfind = buf.find, buf.rfind
-        nl = buf.count(b"\n", 0, end)
+        nlpos = newline_positions(buf, end) if _np is not None else None
+        nl = len(nlpos) if nlpos is not None else count_lines(buf, end)
         # binary garbage: lines with a NUL byte (memchr speed)
         i = find(b"\x00", 0, end)
         while i != -1:
@@ -218,13 +276,13 @@ class _Lines:
             i = find(b"\x00", e, end)
         starts: dict[int, int] = {}
         lookback: list[int] = []
-        for nd in NEEDLES:
+        for nd in self.needles:
             i = find(nd, 0, end)
             while i != -1:
                 s = rfind(b"\n", 0, i) + 1
                 e = find(b"\n", i, end)
                 starts[s] = e
-                if nd is NEEDLES[0]:
+                if nd == KERNEL_NEEDLES[0]:  # (equality: needles may come pickled to a worker)
                     lookback.append(s)
                 i = find(nd, e, end)
         from_tail: list[tuple[int, bytes]] = []
@@ -243,71 +301,191 @@ class _Lines:
         base = self.lines
         for ln, text in from_tail:
             self.emit(text, ln)
-        pos, ln = 0, base
-        for s in sorted(starts):
-            ln += buf.count(b"\n", pos, s)
-            pos = s
-            self.emit(buf[s:starts[s]], ln + 1)
+        order = sorted(starts)
+        if nlpos is not None:  # line numbers: how many newlines come before each candidate
+            for s, k in zip(order, _np.searchsorted(nlpos, order).tolist(), strict=True):
+                self.emit(bytes(buf[s:starts[s]]), base + k + 1)
+        else:
+            pos, ln = 0, base
+            for s in order:
+                ln += buf.count(b"\n", pos, s)
+                pos = s
+                self.emit(bytes(buf[s:starts[s]]), ln + 1)
         self.lines = base + nl
-        # keep the last few lines for the next buffer's lookback
-        tail: list[tuple[int, bytes]] = []
+        tail: list[tuple[int, bytes]] = []  # the last few lines, for the next buffer's lookback
         pe = end
         for k in range(kernel.SUPPRESSED_WINDOW):
             if pe <= 0:
                 break
             ps = rfind(b"\n", 0, pe - 1) + 1
-            tail.append((self.lines - k, buf[ps:pe - 1]))
+            tail.append((self.lines - k, bytes(buf[ps:pe - 1])))
             pe = ps
         self.tail = tail[::-1]
 
 
-def _scan_python(stream: Reader, ctx: SourceCtx, acc: ScanResult, info: InputInfo,
-                 progress: Progress | None, total: int) -> None:
-    st = _Lines(ctx, acc)
-    carry = b""
+def _run(st: _Lines, stream: Reader, limit: int, info: InputInfo, progress: Progress | None, total: int) -> int:
+    """Feed `stream` through `st` in big chunks; with limit >= 0, stop after `limit` bytes (a range of a file
+    that starts and ends at line starts). Returns the bytes read."""
     done = 0
+    readinto = getattr(stream, "readinto", None)
+    buf = bytearray(CHUNK + MAX_LINE)  # reused: the partial last line moves to the front, the next read follows
+    mv = memoryview(buf)
+    have = 0  # bytes of a partial line at the front of buf
     try:
         while True:
-            data = stream.read(CHUNK)
-            if not data:
+            want = CHUNK if limit < 0 else min(CHUNK, limit - done)
+            if want <= 0:
                 break
-            done += len(data)
-            buf = carry + data if carry else data
-            end = buf.rfind(b"\n") + 1
-            if end == 0 and len(buf) > MAX_LINE:
-                buf, end = buf + b"\n", len(buf) + 1
+            if readinto is not None:
+                n = readinto(mv[have:have + want])
+            else:
+                data = stream.read(want)
+                n = len(data)
+                mv[have:have + n] = data
+            if not n:
+                break
+            done += n
+            filled = have + n
+            end = buf.rfind(b"\n", 0, filled) + 1
+            if filled - end > MAX_LINE:  # a megabyte without a newline (a binary blob): cut it here
+                end = filled
+                buf[end - 1:end] = b"\n"
             if end:
                 st.buffer(buf, end)
-            carry = buf[end:]
+            have = filled - end
+            if have:
+                buf[:have] = buf[end:filled]
             if progress is not None:
                 progress(info.source, done, total)
     except (EOFError, OSError, lzma.LZMAError, zlib.error, ValueError) as e:
         info.error = f"stopped early: {type(e).__name__}: {e}"[:200]  # truncated/corrupt archive
-    if carry:
-        st.buffer(carry + b"\n", len(carry) + 1)
-    info.lines = st.lines
-    info.bytes = done
+    if have:
+        last = bytes(buf[:have]) + b"\n"
+        st.buffer(last, len(last))
+    return done
+
+
+def _next_line_start(path: str, off: int) -> int:
+    """The offset of the first line that starts at or after `off`."""
+    if off == 0:
+        return 0
+    with open(path, "rb") as f:
+        f.seek(off - 1)
+        pos = off - 1
+        while True:
+            b = f.read(1 << 16)
+            if not b:
+                return pos
+            j = b.find(b"\n")
+            if j >= 0:
+                return pos + j + 1
+            pos += len(b)
+
+
+def _tail_before(path: str, off: int) -> list[bytes]:
+    """The lines just before offset `off` (a line start), for the suppressed-line lookback."""
+    if off == 0:
+        return []
+    lo = max(0, off - 8192)
+    with open(path, "rb") as f:
+        f.seek(lo)
+        b = f.read(off - lo)
+    return b.split(b"\n")[:-1][-kernel.SUPPRESSED_WINDOW:]
+
+
+def _scan_range(path: str, start: int, end: int, ctx: SourceCtx,
+                needles: tuple[bytes, ...]) -> tuple[ScanResult, int, str]:
+    """One worker's share of a big plain file; its lines are numbered from 1 within the range."""
+    acc = ScanResult()
+    info = InputInfo(source=path, host="", daemon="", kinds=[], compression="")
+    st = _Lines(ctx, acc, needles)
+    before = _tail_before(path, start)
+    st.tail = [(k - len(before) + 1, text) for k, text in enumerate(before)]  # lines 0, -1, -2 of the range
+    with open(path, "rb", buffering=0) as f:
+        f.seek(start)
+        _run(st, f, end - start, info, None, 0)
+    return acc, st.lines, info.error
+
+
+def _merge(into: ScanResult, part: ScanResult, line_offset: int, seen_supp: set[tuple[str, int]]) -> None:
+    def fix(e: model.Event) -> model.Event:
+        return replace(e, line_no=e.line_no + line_offset) if line_offset else e
+
+    into.matched += part.matched
+    into.skipped += part.skipped
+    for e in part.events:
+        e = fix(e)
+        if e.kind == model.SUPPRESSED:
+            if (e.source, e.line_no) in seen_supp:  # seen by both workers around a cut
+                into.matched -= 1
+                continue
+            seen_supp.add((e.source, e.line_no))
+        into.events.append(e)
+    for key, b in part.buckets.items():
+        have = into.buckets.get(key)
+        if have is None:
+            into.buckets[key] = model.Bucket(first=fix(b.first), count=b.count, peers=b.peers)
+        else:
+            have.count += b.count
+            have.peers |= set(list(b.peers)[: max(0, model.PEER_CAP - len(have.peers))])
+            if b.first.ts < have.first.ts:
+                have.first = fix(b.first)
+
+
+def _ranges(path: str, size: int, n: int) -> list[tuple[int, int]]:
+    cuts = [0]
+    for k in range(1, n):
+        c = _next_line_start(path, size * k // n)
+        if cuts[-1] < c < size:
+            cuts.append(c)
+    cuts.append(size)
+    return list(zip(cuts, cuts[1:], strict=False))
+
+
+def _scan_parallel(path: str, size: int, ctx: SourceCtx, needles: tuple[bytes, ...], acc: ScanResult,
+                   info: InputInfo, workers: int, progress: Progress | None) -> None:
+    ranges = _ranges(path, size, workers)
+    # fork: a worker needs nothing but its arguments, and starts in milliseconds
+    with ProcessPoolExecutor(max_workers=len(ranges), mp_context=multiprocessing.get_context("fork")) as pool:
+        futs = [pool.submit(_scan_range, path, a, b, ctx, needles) for a, b in ranges]
+        results = [f.result() for f in futs]
+    offset = 0
+    seen = {(e.source, e.line_no) for e in acc.events if e.kind == model.SUPPRESSED}
+    for (part, lines, err), (_a, b) in zip(results, ranges, strict=True):
+        _merge(acc, part, offset, seen)
+        offset += lines
+        if err and not info.error:
+            info.error = err
+        if progress is not None:
+            progress(info.source, b, size)
+    info.lines, info.bytes = offset, size
 
 
 def _count(path: str, acc: ScanResult, progress: Progress | None, source: str, total: int) -> tuple[int, int]:
     """Lines and bytes of a plain file, and its NUL-byte (garbage) lines, read in big binary chunks."""
     lines = done = 0
     last = b"\n"
+    buf = bytearray(CHUNK)
+    mv = memoryview(buf)
     with open(path, "rb", buffering=0) as f:
         while True:
-            b = f.read(CHUNK)
-            if not b:
+            n = f.readinto(mv)
+            if not n:
                 break
-            done += len(b)
-            lines += b.count(b"\n")
-            i = b.find(b"\x00")
+            done += n
+            if _np is not None:
+                lines += sum(int(_np.count_nonzero(_np.frombuffer(mv[i:min(i + (1 << 20), n)], dtype=_np.uint8) == 10))
+                             for i in range(0, n, 1 << 20))
+            else:
+                lines += buf.count(b"\n", 0, n)
+            i = buf.find(b"\x00", 0, n)
             while i != -1:  # a NUL line that straddles two chunks is counted twice; harmless
-                e = b.find(b"\n", i)
+                e = buf.find(b"\n", i, n)
                 acc.skipped += 1
                 if e == -1:
                     break
-                i = b.find(b"\x00", e)
-            last = b[-1:]
+                i = buf.find(b"\x00", e, n)
+            last = bytes(buf[n - 1:n])
             if progress is not None:
                 progress(source, done, total)
     if done and last != b"\n":
@@ -315,30 +493,29 @@ def _count(path: str, acc: ScanResult, progress: Progress | None, source: str, t
     return lines, done
 
 
-def _scan_grep(path: str, ctx: SourceCtx, acc: ScanResult, info: InputInfo, size: int,
+def _scan_grep(path: str, ctx: SourceCtx, acc: ScanResult, info: InputInfo, size: int, needles: tuple[bytes, ...],
                progress: Progress | None) -> bool:
-    """The grep-assisted path; False if grep cannot be used (the caller then runs the Python loop)."""
+    """GNU grep finds the candidate lines (all needles in one pass, in C, in its own process) while this
+    process counts lines; False if grep cannot be used (the caller then runs the Python loop)."""
     grep = shutil.which("grep")
     if grep is None:
         return False
-    argv = [grep, "-a", "-n", "-b", "-o", "-F"]
-    for nd in (*NEEDLES, SUPPRESSED):
+    argv = [grep, "-a", "-n", "-b", "-o", "-F"]  # -o: only the needle is printed, so the output is ASCII
+    for nd in (*needles, SUPPRESSED) if KERNEL_NEEDLES[0] in needles else needles:
         argv += ["-e", nd.decode()]
     argv += ["--", path]
     skipped_before = acc.skipped
+    done: runner.Completed | None = None
     with ThreadPoolExecutor(max_workers=1) as pool:
         fut = pool.submit(runner.run, argv, timeout=120 + size / 20e6, env={"LC_ALL": "C"})
         try:
             lines, nbytes = _count(path, acc, progress, info.source, size)
-        except OSError:
-            fut.result() if not fut.done() else None
-            raise
-        try:
-            done = fut.result()
-        except CommandFailed:
-            acc.skipped = skipped_before
-            return False
-    if done.returncode not in (0, 1):
+        finally:
+            try:
+                done = fut.result()
+            except CommandFailed:
+                done = None
+    if done is None or done.returncode not in (0, 1):
         acc.skipped = skipped_before
         return False
     hits: dict[int, int] = {}
@@ -362,7 +539,7 @@ def _scan_grep(path: str, ctx: SourceCtx, acc: ScanResult, info: InputInfo, size
             e = mm.find(b"\n", off)
             line = mm[s: e if e != -1 else n]
             if b"\x00" in line:
-                continue
+                continue  # counted as garbage already
             got = parse_line(line[:MAX_PARSE].decode("utf-8", "replace"), ln, ctx)
             if got is SKIPPED:
                 acc.skipped += 1
@@ -380,13 +557,16 @@ def _scan_grep(path: str, ctx: SourceCtx, acc: ScanResult, info: InputInfo, size
 
 
 def scan(specs: Iterable[InputSpec], make_ctx: Callable[[str, str, str], SourceCtx], *,
-         use_grep: bool = True, progress: Progress | None = None, grep_min_bytes: int = GREP_MIN_BYTES) -> ScanResult:
+         progress: Progress | None = None, workers: int | None = None, use_grep: bool = True,
+         grep_min_bytes: int = GREP_MIN_BYTES, parallel_min_bytes: int = PARALLEL_MIN_BYTES) -> ScanResult:
     """Read every input; unreadable ones are reported in `inputs[].error`, never raised."""
     acc = ScanResult()
+    if workers is None:
+        workers = min(MAX_WORKERS, os.cpu_count() or 1)
     for spec in expand(specs):
         daemon = daemon_from_name(spec.path) if spec.path != "-" else ""
         ctx = make_ctx(spec.path, spec.host, daemon)
-        info = InputInfo(source=spec.path, host=spec.host, daemon=daemon, kinds=[], compression="", via="python")
+        info = InputInfo(source=spec.path, host=spec.host, daemon=daemon, kinds=[], compression="")
         acc.inputs.append(info)
         try:
             stream, comp = _open(spec.path)
@@ -395,18 +575,28 @@ def scan(specs: Iterable[InputSpec], make_ctx: Callable[[str, str, str], SourceC
             continue
         info.compression = comp
         try:
-            plain = not comp and spec.path != "-"
+            # a regular file can be reopened, mapped and split; a pipe, FIFO or stdin is one stream
+            plain = not comp and spec.path != "-" and stat.S_ISREG(os.stat(spec.path).st_mode)
             size = os.path.getsize(spec.path) if plain else 0
             head = _peek_head(stream, spec.path, plain)
             info.kinds = sample_kinds(head)
-            if not comp and spec.path != "-" and use_grep and size >= grep_min_bytes:
-                if _scan_grep(spec.path, ctx, acc, info, size, progress):
-                    acc.read += info.lines
-                    continue
-            _scan_python(stream if plain or not head else _Prefixed(head, stream), ctx, acc, info, progress, size)
+            needles = needles_for(daemon, head)
+            # grep with one or two -F patterns is no faster than Python's find over one needle
+            if plain and use_grep and size >= grep_min_bytes and len(needles) >= 3 and \
+                    _scan_grep(spec.path, ctx, acc, info, size, needles, progress):
+                pass
+            elif plain and workers > 1 and size >= parallel_min_bytes:
+                _scan_parallel(spec.path, size, ctx, needles, acc, info, workers, progress)
+            else:
+                st = _Lines(ctx, acc, needles)
+                info.bytes = _run(st, stream if plain or not head else _Prefixed(head, stream), -1, info,
+                                  progress, size)
+                info.lines = st.lines
             acc.read += info.lines
         except OSError as e:
             info.error = f"cannot read: {e.strerror or e}"
+        except Exception as e:  # noqa: BLE001 - one odd input must not cost the analysis of the others
+            info.error = f"not read to the end: {type(e).__name__}: {e}"[:200]
         finally:
             if spec.path != "-":
                 stream.close()

@@ -1,0 +1,1 @@
+"""Prometheus exporter, alert rules, Grafana dashboard, the drop guard and the live watch view."""

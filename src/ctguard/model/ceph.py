@@ -1,0 +1,193 @@
+"""Ceph's connections as one host's conntrack table sees them, and what an OSD restart does to them.
+
+Defaults and sources (ceph/ceph src/common/options/global.yaml.in@001c8347, src/ceph_osd.cc policies,
+OSD::maybe_update_heartbeat_peers; summarised in anchors-features.md §0 and §4.7):
+
+* Heartbeats: every OSD pings its PG peers plus the next and previous up OSD, filled up to
+  ``osd_heartbeat_min_peers`` (10). Each OSD opens its own front and back connection to each peer, so a
+  heartbeat pair costs 4 TCP connections (both ends initiate), every ``osd_heartbeat_interval`` (6 s).
+* OSD<->OSD replication: one ``lossless_peer`` session per pair of OSDs that share PGs. A faulted lossless
+  session reconnects with backoff ``ms_initial_backoff`` 0.2 s doubling to ``ms_max_backoff`` 15 s.
+* One session to a monitor and one to the active mgr per OSD.
+* Clients: one lossy session per client instance per OSD it talks to. A lossy session that faults is not
+  retried by the messenger: the client opens a *new* connection (new 4-tuple, new conntrack entry) at once on
+  the next operation (ProtocolV1::fault / ProtocolV2::_fault "on lossy channel, failing"). Clients dominate
+  the count (5-6 k per 8-OSD host in the 2014 incident).
+* A local connection (both ends on the host) costs one entry, not two (kernel-conntrack.md §1).
+
+The lab (ceph-lab.md §4, 3 hosts x 4 OSDs, 64 PGs, one client) measured ~180-196 entries per host; this
+inventory gives 184 for it (tested).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ctguard.errors import BadInput
+
+HB_CONNS_PER_PAIR = 4  # front + back, each end initiates its own
+
+
+@dataclass(frozen=True)
+class CephOptions:
+    """Ceph option values the model uses (defaults as shipped)."""
+
+    osd_heartbeat_min_peers: int = 10
+    osd_heartbeat_interval_s: float = 6.0
+    osd_heartbeat_grace_s: float = 20.0
+    mon_osd_report_timeout_s: float = 900.0  # 15 min: the incident's "blocked for 15 minutes"
+    ms_initial_backoff_s: float = 0.2
+    ms_max_backoff_s: float = 15.0
+    # "shutdown the OSD if status flipping more than max_markdown_count times in recent max_markdown_period
+    # seconds" (src/common/config_opts.h): 5 in 600 s; 0 = no limit (assumption for the 2014 firefly OSDs)
+    osd_max_markdown_count: int = 5
+    osd_max_markdown_period_s: float = 600.0
+
+
+@dataclass(frozen=True)
+class RestartBehaviour:
+    """How a restarted OSD behaves; measured in the lab unless marked as an assumption.
+
+    * downtime_s: kill to new process bound (lab 2.0-5.9 s, ceph-lab.md §4).
+    * ramp_s: the new sessions open within ~1 s of binding (lab: +90 then +90 within ~1 s).
+    * peering: kill to all PGs active+clean was 7.8-9.4 s for 4 OSDs (64 PGs) at once, i.e. ~2.5 s after
+      binding; the model takes peering_base_s + peering_per_pg_s x PGs of the host peering at once, so a
+      whole host of 8 x 100 PGs takes longer than one OSD (assumption: peering work scales with PGs).
+    * lossy_retry_s / client_active_fraction: while an OSD is not serving (down or peering) every client
+      with I/O in flight faults on it and re-opens a new session at once (assumption from the incident's
+      "re-connect in rapid succession"; an idle client re-opens only on its next operation, so the lab's
+      one mostly idle client barely feeds this loop).
+    * lossless_active_fraction: share of lossless OSD<->OSD sessions that have messages queued and so
+      reconnect with backoff while the peer is down (a lossless_peer session with nothing to send goes to
+      STANDBY and waits); the lab saw only ~+36 entries during a whole-host downtime.
+    * rst_fraction: old sessions that end in CLOSE (reset) instead of TIME_WAIT (lab r2: 23 of 236).
+    * repeer_fraction: at every restart step, the other OSDs of the host that stay up re-open this share of
+      their OSD<->OSD sessions (new osdmap epochs: heartbeat peer sets rebuilt, PG intervals change).
+      Calibrated: it is what makes one-by-one with 5 s gaps peak at 2.65x baseline against 2.2-2.4x for
+      all at once in the lab.
+    """
+
+    downtime_s: float = 3.0
+    ramp_s: float = 1.0
+    peering_base_s: float = 2.0
+    peering_per_pg_s: float = 0.01
+    lossy_retry_s: float = 0.5
+    client_active_fraction: float = 1.0
+    rst_fraction: float = 0.1
+    lossless_active_fraction: float = 0.25
+    repeer_fraction: float = 0.25
+    syn_retry_s: float = 1.0  # a dropped SYN is retried after 1 s (tcp_syn_linear_timeouts, §3)
+    reassert_s: float = 4.0  # marked down -> booted again once its messages pass (lab: drops end 62 s, boot 66 s)
+
+    def peering_s(self, pgs: float) -> float:
+        return self.peering_base_s + self.peering_per_pg_s * pgs
+
+
+@dataclass(frozen=True)
+class HostConns:
+    """The connections of one host, per OSD (averages) — what its conntrack table holds in steady state."""
+
+    osds: int
+    pg_peers: float  # lossless OSD<->OSD sessions per OSD (peers on other hosts)
+    hb_remote: float  # heartbeat peers per OSD on other hosts
+    hb_local_pairs: int  # heartbeat pairs between the host's own OSDs (next/previous OSD by id)
+    clients: float  # lossy client sessions per OSD
+    mon: int = 1
+    mgr: int = 1
+    pgs_per_osd: float = 100.0
+
+    @property
+    def infra_per_osd(self) -> float:
+        """Entries of one OSD's sessions with other hosts, without clients."""
+        return HB_CONNS_PER_PAIR * self.hb_remote + self.pg_peers + self.mon + self.mgr
+
+    @property
+    def osd_osd_per_osd(self) -> float:
+        return HB_CONNS_PER_PAIR * self.hb_remote + self.pg_peers
+
+    @property
+    def per_osd(self) -> float:
+        return self.infra_per_osd + self.clients
+
+    @property
+    def local_conns(self) -> int:
+        return HB_CONNS_PER_PAIR * self.hb_local_pairs
+
+    @property
+    def baseline(self) -> float:
+        return self.osds * self.per_osd + self.local_conns
+
+    def local_pairs(self) -> list[tuple[int, int]]:
+        return [(i, i + 1) for i in range(min(self.hb_local_pairs, max(0, self.osds - 1)))]
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "osds": self.osds,
+            "baseline_entries": round(self.baseline, 1),
+            "per_osd": {
+                "heartbeat": round(HB_CONNS_PER_PAIR * self.hb_remote, 1),
+                "osd_peers": round(self.pg_peers, 1),
+                "mon": self.mon,
+                "mgr": self.mgr,
+                "clients": round(self.clients, 1),
+            },
+            "local_osd_osd": self.local_conns,
+        }
+
+
+def distinct_peers(slots: float, candidates: int) -> float:
+    """Expected number of distinct OSDs hit by `slots` PG replica slots spread over `candidates` OSDs."""
+    if candidates <= 0:
+        return 0.0
+    return float(candidates * (1.0 - (1.0 - 1.0 / candidates) ** slots))
+
+
+def host_conns(
+    hosts: int,
+    osds_per_host: int,
+    *,
+    pgs_per_osd: float = 100.0,
+    pool_size: int = 3,
+    clients_per_osd: float | None = None,
+    conn_per_host: float | None = None,
+    options: CephOptions | None = None,
+) -> HostConns:
+    """The inventory of one host of a cluster of `hosts` x `osds_per_host` (failure domain: host).
+
+    Give either the clients per OSD or the measured entries per host (then clients = the rest)."""
+    opts = options or CephOptions()
+    if hosts < 1 or osds_per_host < 1:
+        raise BadInput("need at least one host and one OSD per host")
+    if pool_size < 1:
+        raise BadInput("pool size must be at least 1")
+    remote = (hosts - 1) * osds_per_host
+    slots = pgs_per_osd * (pool_size - 1)
+    pg_peers = distinct_peers(slots, remote)
+    local_neigh = min(2, osds_per_host - 1)
+    hb_remote = min(float(remote), max(pg_peers, float(opts.osd_heartbeat_min_peers - local_neigh)))
+    pairs = max(0, osds_per_host - 1)
+    base = HostConns(osds_per_host, pg_peers, hb_remote, pairs, 0.0, pgs_per_osd=pgs_per_osd)
+    if clients_per_osd is not None and conn_per_host is not None:
+        raise BadInput("give either clients per OSD or connections per host, not both")
+    if conn_per_host is not None:
+        if conn_per_host < base.baseline:
+            raise BadInput(
+                f"{conn_per_host:g} connections per host is fewer than the {base.baseline:.0f} the OSDs "
+                f"need among themselves ({hosts} hosts x {osds_per_host} OSDs)"
+            )
+        clients = (conn_per_host - base.baseline) / osds_per_host
+    else:
+        clients = 0.0 if clients_per_osd is None else clients_per_osd
+    if clients < 0:
+        raise BadInput("clients per OSD cannot be negative")
+    return HostConns(osds_per_host, pg_peers, hb_remote, pairs, clients, pgs_per_osd=pgs_per_osd)
+
+
+def backoff_attempts(window_s: float, options: CephOptions) -> int:
+    """Reconnect attempts a lossless peer makes while the other end is down for window_s."""
+    t, wait, n = 0.0, options.ms_initial_backoff_s, 0
+    while t + wait <= window_s:
+        t += wait
+        n += 1
+        wait = min(wait * 2, options.ms_max_backoff_s)
+    return n

@@ -1,0 +1,1 @@
+"""Rolling OSD restarts gated on conntrack headroom and Ceph health, journaled and resumable."""

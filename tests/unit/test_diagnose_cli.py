@@ -1,0 +1,86 @@
+"""`ctguard diagnose` as the operator runs it: exit codes, --json shape, HTML report, stdin, bad input as one
+line on stderr."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+LOGS = Path(__file__).parent.parent / "fixtures" / "logs"
+CTGUARD = [sys.executable, "-c", "from ctguard.cli import main; main()"]
+
+
+def ctguard(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(CTGUARD + ["diagnose", *args], capture_output=True, input=stdin, timeout=120, check=False)
+
+
+def test_json_document_and_crit_exit(tmp_path: Path) -> None:
+    html = tmp_path / "report.html"
+    out = ctguard("--json", "--year", "2014", str(LOGS / "incident-2014"), "--html", str(html))
+    assert out.returncode == 2, out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["schema"] == 1 and doc["verdict"] == "CRIT"
+    # "fault 0: Success" is not looked at: the "fault on lossy channel" line after it carries the signal
+    assert doc["lines"] == {"read": 7, "matched": 6, "skipped": 0, "ignored": 1}
+    (inc,) = doc["incidents"]
+    for key in ("start", "end", "hosts", "drops", "suppressed", "restarted", "marked_down", "cause"):
+        assert key in inc
+    assert inc["hosts"] == ["cartman06"] and inc["drops"] == 1 and isinstance(inc["cause"], str)
+    page = html.read_text()
+    assert "data:image/png;base64," in page and "fault on lossy channel" in page
+    assert out.stderr == b""
+
+
+def test_text_report_warn_and_ok_exits(tmp_path: Path) -> None:
+    out = ctguard(str(LOGS / "pacific-1host"))
+    text = out.stdout.decode()
+    assert out.returncode == 1 and text.startswith("WARN") and "no-kernel-log" in text
+    assert "ceph.log:11: 2026-11-26T06:08:44.275999+0000 mon.a (mon.0) 42 : cluster [INF] osd.2 failed" in text
+    quiet = tmp_path / "syslog"
+    quiet.write_text("Nov 26 06:00:00 h CRON[1]: (root) CMD (true)\n")
+    out = ctguard("--json", str(quiet))
+    assert out.returncode == 0 and json.loads(out.stdout)["incidents"] == []
+
+
+def test_stdin_gzip_and_host_assignment() -> None:
+    data = gzip.compress((LOGS / "incident-2014" / "osd-172.22.4.42-6802.log").read_bytes())
+    out = ctguard("--json", "--year", "2014", "stor1=-", stdin=data)
+    assert out.returncode == 0 and json.loads(out.stdout)["incidents"] == []  # 2 lossy faults are no storm
+    out = ctguard("--json", "--year", "2014", "--storm", "2", "stor1=-", stdin=data)
+    doc = json.loads(out.stdout)
+    assert out.returncode == 1 and doc["incidents"][0]["hosts"] == ["stor1"]
+    assert doc["incidents"][0]["cause_kind"] == "no-kernel-log"
+    assert doc["inputs"][0]["compression"] == "gzip" and doc["inputs"][0]["source"] == "-"
+
+
+def test_bad_input_is_one_line_exit_3(tmp_path: Path) -> None:
+    for args in (["--tz", "Mars/Olympus", str(tmp_path)], [str(tmp_path / "missing.log")]):
+        out = ctguard(*args)
+        err = out.stderr.decode()
+        assert out.returncode == 3, (args, err)
+        assert err.startswith("ctguard: ") and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_binary_garbage_never_crashes(tmp_path: Path) -> None:
+    p = tmp_path / "junk.bin"
+    p.write_bytes(bytes(range(256)) * 4000 + b"\n\xff\xfe table full \x00\n")
+    out = ctguard("--json", str(p))
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["lines"]["skipped"] >= 1 and doc["incidents"] == []
+
+
+def test_boot_time_option() -> None:
+    import pytest
+
+    from ctguard.cli.diagnose import _boot_time
+    from ctguard.errors import BadInput
+
+    assert _boot_time("2026-11-26T06:00:00Z") == 1795672800.0
+    assert _boot_time("2026-11-26T08:00:00+02:00") == 1795672800.0
+    assert _boot_time(None) is None
+    with pytest.raises(BadInput):
+        _boot_time("yesterday")
