@@ -442,8 +442,8 @@ class HostSim:
     def _ramps_at_once(self, t: float) -> None:
         """Ramps that begin now, certainly fit and feed no reconnect loop (re-opened OSD<->OSD sessions, idle
         clients) are admitted in one go, ~1 s early (an approximation; the peak moves by a few percent at
-        most where a GC pass falls inside the ramp), which saves an event per step. Busy clients' ramps stay gradual: each session joins the loop when
-        it re-opens."""
+        most where a GC pass falls inside the ramp), which saves an event per step. Busy clients' ramps
+        stay gradual: each session joins the loop when it re-opens."""
         busy = self.b.client_active_fraction > 0
         due = [r for r in self.ramps if r.t0 <= t + 1e-9 and not (busy and r.clients > 0)]
         if not due:
