@@ -176,8 +176,11 @@ def test_shrunk_headroom_kill_9_mid_run_then_resume_no_drops(lab: LabFixture, tm
     assert all(n > 0 for n in osd_entries), live.daemon_entries
     # free entries: one OSD's predicted burst (2x its entries, the start factor) + reserve, and less than
     # what this host really added when all its OSDs restarted at once
-    margin = 2 * max(osd_entries) + int(RESERVE) + 4
-    assert margin < burst, f"free {margin} would absorb the measured all-at-once burst {burst}"
+    one = 2 * max(osd_entries) + int(RESERVE)
+    # some slack over `one`: an OSD's entries move by a few as its peers reconnect after each restart, and
+    # the filler (ESTABLISHED) never expires, so a gate short by one entry would wait for --gate-timeout
+    margin = min(burst - 8, one + 16)
+    assert margin >= one + 8, f"the measured all-at-once burst {burst} leaves no room for one OSD ({one})"
     before = lab.drops()
     _fill_to(lab, h1, margin)
 

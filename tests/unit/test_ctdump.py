@@ -148,3 +148,48 @@ def test_mutated_uniform_buffers_parse_exactly(data: st.DataObject) -> None:
     except CannotRead:
         pytest.fail("the fast path accepted what the walker rejects")
     assert fast == slow
+
+
+def _column_vs_rows(buf: bytes, tcp4: list[bytes]) -> None:
+    from ctguard.kernel.sockets import Process, Socket, SocketTable
+    from ctguard.model.breakdown import breakdown
+
+    p = ctdump.Parser()
+    p.feed(tcp4[0], [])
+    out: list[ctdump.Batch | ctdump.Columns] = []
+    try:
+        p.feed_batches(buf, out)
+    except CannotRead:
+        return
+    rows = generic([buf])
+    lo = b"\x7f\0\0\x01"
+    first = rows[0]
+    socks = SocketTable(
+        sockets=(Socket("tcp", lo, 6800, bytes(4), 0, 0x0A, 1), Socket("tcp", first.src, first.sport, lo, 6800, 1, 2)),
+        owners={1: Process(10, "osd.1"), 2: Process(11, "osd.2")},
+        local_addrs=frozenset({lo}),
+    )
+    assert breakdown(out, socks) == breakdown([rows], socks)
+    assert [e for b in out for e in b.entries()] == rows
+
+
+def test_column_path_equals_row_path() -> None:
+    tcp4 = [m for m in _messages(recorded()[0]) if m[16] == socket.AF_INET and m[52] == 6]
+    buf = b"".join(tcp4) * 40
+    p = ctdump.Parser()
+    p.feed(tcp4[0], [])
+    out: list[ctdump.Batch | ctdump.Columns] = []
+    p.feed_batches(buf, out)
+    assert isinstance(out[0], ctdump.Columns)
+    _column_vs_rows(buf, tcp4)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_column_path_equals_row_path_on_mutations(data: st.DataObject) -> None:
+    tcp4 = [m for m in _messages(recorded()[0]) if m[16] == socket.AF_INET and m[52] == 6]
+    buf = bytearray(b"".join(tcp4) * 6)
+    for _ in range(data.draw(st.integers(1, 12))):
+        i = data.draw(st.integers(0, len(buf) - 1))
+        buf[i] = data.draw(st.integers(0, 255))
+    _column_vs_rows(bytes(buf), tcp4)

@@ -243,3 +243,12 @@ def test_cli_flags_override_scenario_file(runner: CliRunner) -> None:
     assert r.exit_code == 0, r.output
     doc = json.loads(r.output)
     assert doc["strategy"]["name"] == "stagger" and doc["max"] == 65536 and doc["overflow"] is False
+
+
+def test_plan_host_with_an_idle_table_says_what_to_give(runner: CliRunner, tmp_path: object) -> None:
+    root = _fake_host(str(tmp_path))
+    with open(os.path.join(root, "sys/net/netfilter/nf_conntrack_count"), "w") as f:
+        f.write("0\n")
+    r = runner.invoke(cli, ["plan", "--host", "--proc-root", root, "--hosts", "3", "--osds-per-host", "4"])
+    assert r.exit_code == 3
+    assert "holds 0 entries" in r.output and "--conn-per-host" in r.output

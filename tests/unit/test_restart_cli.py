@@ -24,6 +24,8 @@ args = [a for a in args if a not in ("-f", "json")]
 st = json.load(open(state_path))
 def save(): json.dump(st, open(state_path, "w"))
 if args[:1] == ["restart"]:
+    if args[2:3] == ["slow"]:
+        import time; time.sleep(1.0)
     o = args[1]; st["epoch"] += 1; st["osds"][o]["up_from"] = st["epoch"]; st["restarts"].append(int(o)); save()
 elif args[:2] == ["osd", "tree"]:
     hosts = {}
@@ -178,3 +180,36 @@ def test_ansible_example_is_serial_and_json() -> None:
     assert play["serial"] == 1 and play["max_fail_percentage"] == 0
     argv = " ".join(t["ansible.builtin.command"]["argv"] for t in play["tasks"] if "ansible.builtin.command" in t)
     assert "'restart', '--local', '--json'" in argv
+
+
+def test_sigterm_finishes_the_step_then_resume(tmp_path: Path, cluster: tuple[Path, list[str]],
+                                               exporter: str) -> None:
+    import signal
+
+    state, ceph = cluster
+    args = ["--host", "h1", "--json", "--ceph-cmd", " ".join(ceph), "--max-parallel", "1",
+            "--restart-cmd", " ".join(ceph) + " restart {id} slow", "--gate-source", "exporter",
+            "--exporter-url", exporter, "--settle", "0.2", "--state-dir", str(tmp_path / "st")]
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (os.path.abspath("src"), env.get("PYTHONPATH", "")) if p)
+    proc = subprocess.Popen([sys.executable, "-c", "from ctguard.cli import main; main()", "restart", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    assert proc.stdout is not None
+    seen = []
+    for line in proc.stdout:
+        seen.append(json.loads(line))
+        if seen[-1]["event"] == "stop":  # the restart command is running now
+            proc.send_signal(signal.SIGTERM)
+            break
+    out, err = proc.communicate(timeout=120)
+    seen += [json.loads(line) for line in out.splitlines()]
+    assert proc.returncode == 130, err
+    kinds = [e["event"] for e in seen]
+    assert "up" in kinds and "pgs" in kinds  # the step under way was finished
+    assert kinds[-1] == "abort" and "SIGTERM" in seen[-1]["reason"]
+    st = json.loads(state.read_text())
+    assert st["restarts"] == [0] and "noout" not in st["flags"]
+    p = ctguard(*args[2:], "--resume")  # the plan comes from the journal
+    assert p.returncode == 0, p.stderr
+    st = json.loads(state.read_text())
+    assert st["restarts"] == [0, 1] and "noout" not in st["flags"]

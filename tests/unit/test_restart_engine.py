@@ -162,7 +162,7 @@ def test_interrupt_finishes_the_step_then_resume_completes(tmp_path: Path) -> No
 
 
 def test_headroom_short_batches_small_and_purges(tmp_path: Path) -> None:
-    # 150 entries free: one OSD (50 x 2.0 start factor = 100 + reserve 64 > 150?) -> reserve set to 20
+    # 150 entries free: one OSD (50 x 2.0 start factor = 100) + reserve 20 fits, two do not
     w = World(limit=1150, base_entries=1000, ttl=120.0)
     eng, ev, _ = make(w, tmp_path, reserve=20)
     res = eng.run()
@@ -189,7 +189,7 @@ def test_headroom_never_enough_aborts_with_reason(tmp_path: Path) -> None:
     eng, _, _ = make(w, tmp_path, gate_timeout=20.0)
     res = eng.run()
     assert res.exit_code == Exit.CRIT
-    assert "not enough conntrack headroom for osd.0" in res.reason and "need 164" in res.reason
+    assert "not enough conntrack headroom for osd.0" in res.reason and "need 116" in res.reason
     assert sum(w.restarts.values()) == 0 and "noout" not in w.flags
 
 
@@ -328,3 +328,16 @@ def test_resume_keeps_noout_that_was_set_before_the_run(tmp_path: Path) -> None:
     eng2, _, _ = make(w, tmp_path)
     assert eng2.run(resume=st).exit_code == Exit.OK
     assert "noout" in w.flags
+
+
+def test_an_unexpected_error_still_clears_noout_and_fails_cleanly(tmp_path: Path) -> None:
+    w = World(hosts={"h1": [0]})
+
+    def boom(osd: int) -> None:
+        raise ValueError("bug")
+
+    eng, ev, j = make(w, tmp_path, backend=FakeBackend(w, on_restart=boom))
+    res = eng.run()
+    assert res.exit_code == Exit.CRIT and "unexpected error: ValueError: bug" in res.reason
+    assert "noout" not in w.flags and of(ev, "abort")
+    assert j.load(res.run_id).status == "failed"

@@ -294,6 +294,11 @@ def watch(once: bool, interval: float, breakdown_interval: float, no_breakdown: 
                     stop.wait(interval)
                 return
             console = Console()
+            if not console.is_terminal:  # piped or redirected: one frame after another, no cursor games
+                while True:
+                    console.print(render(model.frame()))
+                    if stop.wait(interval):
+                        return
             with Live(render(model.frame()), console=console, refresh_per_second=4, auto_refresh=False,
                       transient=False) as live:
                 while not stop.wait(interval):

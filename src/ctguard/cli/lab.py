@@ -259,7 +259,16 @@ def reproduce(prefix: str, base_dir: str | None, host: str | None, names: tuple[
         os.makedirs(d, exist_ok=True)
     rep = Reproducer(lab_obj, host, dirs, progress=_progress(as_json), max_window=max_window,
                      plots=not no_plots)
-    doc = rep.run(wanted)
+
+    def on_term(signum: int, frame: object) -> None:
+        # SIGTERM like Ctrl-C: the reproducer puts the host back (firewall, TIME_WAIT, filler, debug ms)
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, on_term)
+    try:
+        doc = rep.run(wanted)
+    finally:
+        signal.signal(signal.SIGTERM, old)
     if plot_dir:
         os.makedirs(plot_dir, exist_ok=True)
         for s in doc["scenarios"]:

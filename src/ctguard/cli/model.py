@@ -159,8 +159,16 @@ def build_scenario(params: dict[str, Any], proc_root: str, ns_name: str | None, 
         if not params.get("from_cluster") and not params.get("scenario_file") \
                 and params.get("conn_per_host") is None and params.get("clients_per_osd") is None:
             # plan --host: the measured workload is this host's reading (its Ceph share when known)
-            cluster = dataclasses.replace(cluster, conn_per_host=float(ceph_entries or s.count),
-                                          clients_per_osd=None)
+            measured = float(ceph_entries or s.count)
+            probe = dataclasses.replace(cluster, conn_per_host=None, clients_per_osd=0.0,
+                                        **{k: params[k] for k in ("hosts", "osds_per_host", "pgs_per_osd")
+                                           if params.get(k) is not None})
+            need = dataclasses.replace(sc, cluster=probe).conns().baseline
+            if measured < need:
+                raise BadInput(f"this host's table holds {measured:.0f} entries, fewer than the {need:.0f} its "
+                               f"{probe.osds_per_host} OSDs need among themselves: is Ceph tracked here? "
+                               "Give --conn-per-host or --clients-per-osd")
+            cluster = dataclasses.replace(cluster, conn_per_host=measured, clients_per_osd=None)
             if ceph_entries:
                 sc = dataclasses.replace(sc, other_entries=float(max(0, s.count - ceph_entries)))
     over_c: dict[str, Any] = {}

@@ -153,7 +153,7 @@ def _render_dry_run(doc: dict[str, Any]) -> None:
 @click.option("--burst-factor", type=float, default=2.0, show_default=True,
               help="Predicted burst = an OSD's entries x this, until the run has measured its own.")
 @click.option("--osd-entries", type=int, default=None, help="Entries per OSD when the source cannot tell.")
-@click.option("--reserve", type=int, default=0, help="Entries kept free beyond the burst [max(64, 0.5% of max)].")
+@click.option("--reserve", type=int, default=0, help="Entries kept free beyond the predicted burst [max(16, max/10000)].")
 @click.option("--settle", type=float, default=3.0, show_default=True,
               help="Seconds the drop counter and count must be still before each batch.")
 @click.option("--max-parallel", type=int, default=0, show_default=True,

@@ -79,8 +79,9 @@ class Sampler:
         self.t0 = 0.0
         self.errors: list[str] = []
 
-    def add(self, kind: str, **fields: Any) -> None:
-        rec = {"t": round(time.time() - self.t0, 3), "kind": kind, **fields}
+    def add(self, kind: str, at: float | None = None, **fields: Any) -> None:
+        """Record now, or at epoch time `at` (events reported later by another program)."""
+        rec = {"t": round((time.time() if at is None else at) - self.t0, 3), "kind": kind, **fields}
         with self._lock:
             self.records.append(rec)
 

@@ -15,11 +15,13 @@ processes is attributed once, to the side that connected.
 from __future__ import annotations
 
 import ipaddress
+import sys
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from itertools import compress
 
-from ctguard.kernel.ctdump import ENTRY_LAYOUT, Batch, Entry, Layout
+from ctguard.kernel.ctdump import ENTRY_LAYOUT, Batch, Columns, Entry, Layout
 from ctguard.kernel.nfnetlink import IPS_ASSURED, TCP_STATES
 from ctguard.kernel.sockets import Process, SocketTable
 from ctguard.model.roles import MON, OSD, OTHER, ROLES, PortRoles
@@ -100,12 +102,55 @@ class Accumulator:
         for port, owner in wildcard.items():
             for addr in sockets.local_addrs:
                 self._listening.setdefault((addr, port), owner)
+        # The same IPv4 endpoints as integers, for the column path (address + port bytes, read natively).
+        self._connected_int = {_ep_int(a, p): (a, p) for a, p in self._connected if len(a) == 4}
+        self._listening_int = {_ep_int(a, p): (a, p) for a, p in self._listening if len(a) == 4}
+        self._is_other = [r == OTHER for r in self._role_of]
         self.pss: Counter[tuple[int, int, int]] = Counter()
         self.roles: Counter[tuple[str, str]] = Counter()
         self.src_ep: Counter[tuple[bytes, int]] = Counter()
         self.dst_ep: Counter[tuple[bytes, int]] = Counter()
         self.addrs: Counter[bytes] = Counter()
+        self.addr_ints: Counter[int] = Counter()  # IPv4 addresses counted by the column path
+        self.src_ep_int: Counter[int] = Counter()
+        self.dst_ep_int: Counter[int] = Counter()
         self.total = 0
+
+    def feed_batch(self, batch: Batch | Columns) -> None:
+        if isinstance(batch, Columns):
+            self.feed_columns(batch)
+        else:
+            self.feed(batch.rows, batch.layout)
+
+    def feed_columns(self, c: Columns) -> None:
+        """Count a buffer of IPv4 messages of one shape from strided byte columns: every per-entry step is a
+        C-level pass over bytes or machine integers, and no per-entry object is made."""
+        k = c.k
+        self.total += k
+        # (state, assured) pairs as 16-bit integers: state byte, then 1 if the ASSURED bit is set
+        # (bit 2 of the big-endian status word's last byte).
+        pair = bytearray(2 * k)
+        pair[0::2] = c.column(11, 1)
+        pair[1::2] = c.buf[c.offsets[10] + 3::c.size].translate(_ASSURED_BIT)
+        for v, n in Counter(memoryview(pair).cast("H")).items():
+            state, assured = (v & 0xFF, v >> 8) if sys.byteorder == "little" else (v >> 8, v & 0xFF)
+            self.pss[(c.proto, state, IPS_ASSURED if assured else 0)] += n
+        dports = _ports(c, 5)
+        sports = _ports(c, 4)
+        r = self._role_of.__getitem__
+        for rd, n in Counter(map(r, dports)).items():
+            if rd != OTHER:
+                self.roles[(rd, OTHER)] += n
+        for rs, n in Counter(map(r, compress(sports, map(self._is_other.__getitem__, dports)))).items():
+            self.roles[(OTHER, rs)] += n
+        src = memoryview(c.column(2, 4)).cast("I")
+        dst = memoryview(c.column(3, 4)).cast("I")
+        self.addr_ints.update(src)
+        self.addr_ints.update(dst)
+        if self._connected_int:
+            self.src_ep_int.update(filter(self._connected_int.__contains__, _endpoints(c, 2, 4)))
+        if self._listening_int:
+            self.dst_ep_int.update(filter(self._listening_int.__contains__, _endpoints(c, 3, 5)))
 
     def feed(self, rows: list[Entry] | list[tuple[object, ...]], layout: Layout = ENTRY_LAYOUT) -> None:
         """Count a batch of rows (Entries, or a template's raw rows read through its layout)."""
@@ -118,7 +163,37 @@ class Accumulator:
         self.addrs.update(map(layout.src, rows))
         self.addrs.update(map(layout.dst, rows))
 
+    def _top_peers(self) -> tuple[Peer, ...]:
+        """Top remote addresses. IPv4 ones are counted as integers (the column path's keys; the row path's
+        few are folded in), IPv6 ones as bytes; the two key spaces are disjoint, so their tops merge exactly."""
+        v4 = self.addr_ints.copy()
+        v6: Counter[bytes] = Counter()
+        for a, n in self.addrs.items():
+            if len(a) == 4:
+                v4[int.from_bytes(a, sys.byteorder)] += n
+            else:
+                v6[a] = n
+        for a in self.sockets.local_addrs:
+            if len(a) == 4:
+                v4.pop(int.from_bytes(a, sys.byteorder), None)
+            else:
+                v6.pop(a, None)
+        tops = [(n, a.to_bytes(4, sys.byteorder)) for a, n in v4.most_common(TOP_PEERS)]
+        tops += [(n, a) for a, n in v6.most_common(TOP_PEERS)]
+        tops.sort(key=lambda t: -t[0])
+        return tuple(Peer(address_text(a), n) for n, a in tops[:TOP_PEERS])
+
+    def _merge_columns(self) -> None:
+        """Fold the column path's endpoint counters (local sockets only: few keys) into the row path's."""
+        for e, n in self.src_ep_int.items():
+            self.src_ep[self._connected_int[e]] += n
+        for e, n in self.dst_ep_int.items():
+            self.dst_ep[self._listening_int[e]] += n
+        self.src_ep_int.clear()
+        self.dst_ep_int.clear()
+
     def result(self) -> Breakdown:
+        self._merge_columns()
         by_state: Counter[str] = Counter()
         by_proto: Counter[str] = Counter()
         assured = 0
@@ -132,10 +207,7 @@ class Accumulator:
         for (rd, rs), n in self.roles.items():
             by_role[rd if rd != OTHER else rs] += n
         daemons, unattributed = self._owners()
-        peers = self.addrs.copy()
-        for a in self.sockets.local_addrs:
-            peers.pop(a, None)
-        top = tuple(Peer(address_text(a), n) for a, n in peers.most_common(TOP_PEERS))
+        top = self._top_peers()
         return Breakdown(
             total=self.total,
             assured=assured,
@@ -164,12 +236,44 @@ class Accumulator:
         return out, self.total - sum(per.values())
 
 
-def breakdown(batches: Iterable[Batch | list[Entry]], sockets: SocketTable,
+def breakdown(batches: Iterable[Batch | Columns | list[Entry]], sockets: SocketTable,
               roles: PortRoles | None = None) -> Breakdown:
     acc = Accumulator(roles or PortRoles(), sockets)
     for b in batches:
-        if isinstance(b, Batch):
-            acc.feed(b.rows, b.layout)
+        if isinstance(b, Batch | Columns):
+            acc.feed_batch(b)
         else:
             acc.feed(b)
     return acc.result()
+
+
+_ASSURED_BIT = bytes(1 if b & IPS_ASSURED else 0 for b in range(256))
+
+
+def _ep_int(addr: bytes, port: int) -> int:
+    """An IPv4 endpoint as the column path reads it: address bytes, port big-endian, two zero bytes."""
+    return int.from_bytes(addr + port.to_bytes(2, "big") + b"\0\0", sys.byteorder)
+
+
+def _ports(c: Columns, slot: int) -> memoryview:
+    """A port column as native 16-bit integers (the message has them big-endian)."""
+    off = c.offsets[slot]
+    out = bytearray(2 * c.k)
+    if sys.byteorder == "little":
+        out[0::2] = c.buf[off + 1::c.size]
+        out[1::2] = c.buf[off::c.size]
+    else:
+        out[0::2] = c.buf[off::c.size]
+        out[1::2] = c.buf[off + 1::c.size]
+    return memoryview(out).cast("H")
+
+
+def _endpoints(c: Columns, addr_slot: int, port_slot: int) -> memoryview:
+    """(address, port) of every message as one 64-bit integer each, matching _ep_int()."""
+    out = bytearray(8 * c.k)
+    a, p = c.offsets[addr_slot], c.offsets[port_slot]
+    for j in range(4):
+        out[j::8] = c.buf[a + j::c.size]
+    out[4::8] = c.buf[p::c.size]
+    out[5::8] = c.buf[p + 1::c.size]
+    return memoryview(out).cast("Q")

@@ -177,12 +177,13 @@ class HostSim:
         self.last_kill = -math.inf
 
     # -- the pieces of a step --------------------------------------------------------------------------
-    def _step_churn(self, ids: tuple[int, ...]) -> tuple[float, float]:
-        """(entries of sessions that close, of which clients) when the OSDs `ids` are killed together."""
+    def _step_churn(self, ids: tuple[int, ...]) -> float:
+        """Entries of the sessions that close when the OSDs `ids` are killed together (a local pair with
+        both ends in the step closes once)."""
         sel = set(ids)
         per = len(ids) * self.c.per_osd
         local = sum(4 for a, b in self.pairs if a in sel or b in sel)
-        return per + local, len(ids) * self.c.clients
+        return per + local
 
     def _repeer(self, ids: tuple[int, ...]) -> float:
         sel = set(ids)
@@ -202,7 +203,7 @@ class HostSim:
         """What a step of k OSDs adds to the count at worst (adaptive strategy, plan): a new session set,
         the repeer churn, the refused attempts while down, and the lossy loop during peering."""
         ids = tuple(range(k))
-        churn, _ = self._step_churn(ids)
+        churn = self._step_churn(ids)
         active = k * self.c.clients * self.b.client_active_fraction
         need = self.b.peering_s(k * self.c.pgs_per_osd)
         loop = active * need / self.b.lossy_retry_s
@@ -210,7 +211,7 @@ class HostSim:
         return churn + self._repeer(ids) + loop + refused
 
     def _kill(self, t: float, ids: tuple[int, ...]) -> None:
-        churn, _ = self._step_churn(ids)
+        churn = self._step_churn(ids)
         rst = self.b.rst_fraction
         self.table.close_open(churn * (1 - rst), Kind.TIME_WAIT, t)
         self.table.close_open(churn * rst, Kind.CLOSE, t)

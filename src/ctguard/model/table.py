@@ -376,10 +376,3 @@ class Table:
                     - c.purged - c.removed)
         return self.count - expected
 
-
-def free_at(count: float, cfg: TableConfig) -> float:
-    return max(0.0, cfg.max - count)
-
-
-def isclose(a: float, b: float) -> bool:
-    return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-6)

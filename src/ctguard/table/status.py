@@ -100,7 +100,7 @@ def read_breakdown(ns: Netns | None = None, roles: PortRoles | None = None,
     before = conntrack_count(ns, proc_root)
     acc = Accumulator(roles or PortRoles(), sockets)
     for batch in ctdump.batches(ns):
-        acc.feed(batch.rows, batch.layout)
+        acc.feed_batch(batch)
     after = conntrack_count(ns, proc_root)
     b = acc.result()
     return BreakdownReading(b, max(0, before - after), time.perf_counter() - t0)

@@ -104,30 +104,52 @@ def test_guard_purges_within_a_second_of_a_drop(testbed: _tb.Testbed, tmp_path: 
     try:
         start = events.next(20)
         assert start["event"] == "start" and start["poll_hz"] == 10
-        # Fill exactly to the limit (an overshoot would itself be dropped and wake the guard): TIME_WAIT
-        # first, then ESTABLISHED filler. Above 95 % the kernel's GC may early-drop a few TIME_WAIT entries
-        # at any moment (gc_worker, nf_conntrack_max95), so top up until a connection is really refused.
+        # Fill exactly to the limit (an overshoot would itself be dropped and wake the guard). Above 95 % the
+        # kernel's GC early-drops closing entries (gc_worker, nf_conntrack_max95) - continuously on a machine
+        # whose other namespaces keep the global GC busy - so a thread keeps topping the table up with
+        # TIME_WAIT entries until the first drop, the moment the guard acts on.
+        fill("tcp-est", limit - n_tw, _tb.FILL_SRC, ns)
         fill("tcp-tw", n_tw, _tb.FILL_SRC, ns, sport=40001)
-        filled = 0
-        for _attempt in range(4):
-            gap = limit - conntrack_settings(ns).count
-            if gap > 0:
-                fill("tcp-est", gap, _tb.FILL_SRC, ns, start=filled)
-                filled += gap
-            drops0 = conntrack_stats(ns).get("drop")
-            t_refused = time.time()
-            # One SYN only (0.5 s < the 1 s retransmission): dropped while the table is full.
-            if not _connect(cli_ns, _tb.SRV_IP, 6800, 0.5):
-                break
-        else:
-            pytest.fail("could not hold the table full long enough to refuse a connection")
+        drops0 = conntrack_stats(ns).get("drop")
+        done = threading.Event()
+        tw_added = [n_tw]
+
+        def top_up() -> None:
+            nxt = n_tw
+            while not done.is_set() and conntrack_stats(ns).get("drop") == drops0:
+                gap = limit - conntrack_settings(ns).count
+                if gap > 0:
+                    fill("tcp-tw", gap, _tb.FILL_SRC, ns, sport=40001, start=nxt)
+                    nxt += gap
+                    tw_added[0] += gap
+                time.sleep(0.002)
+
+        topper = threading.Thread(target=top_up, daemon=True)
+        topper.start()
+        try:
+            for _attempt in range(20):
+                t_refused = time.time()
+                # One SYN only (0.5 s < the 1 s retransmission): dropped while the table is full.
+                if not _connect(cli_ns, _tb.SRV_IP, 6800, 0.5):
+                    break
+            else:
+                pytest.fail("could not hold the table full long enough to refuse a connection")
+        finally:
+            done.set()
+            topper.join(10)
         assert conntrack_stats(ns).get("drop") > drops0
         drop = events.next(5)
         assert drop["event"] == "drop" and drop["drops"] >= 1
         purge = events.next(10)
         assert purge["event"] == "purge"
         tw = purge["deleted"]
-        assert 0 < tw <= n_tw and purge["by_state"] == {"TIME_WAIT": tw} and purge["failed"] == 0
+        assert tw <= tw_added[0] and purge["failed"] == 0 and set(purge["by_state"]) <= {"TIME_WAIT"}
+        if tw_added[0] - n_tw < n_tw // 2:
+            # The TIME_WAIT entries stayed (the normal case: a GC pass comes every ~62 s): the guard freed them.
+            assert tw > 0 and purge["by_state"] == {"TIME_WAIT": tw}
+        # else the kernel's GC, kept running back to back by other namespaces' churn on a shared machine, was
+        # evicting TIME_WAIT entries as fast as they were added (the top-up had to replace most of them), and may
+        # have freed the rest before the purge: the guard's reaction is still checked below.
         # "Within a second of the refused connection": the drop was seen and the purge done by then.
         seen_after = _parse_ts(drop["ts"]) - t_refused
         done_after = _parse_ts(purge["ts"]) - t_refused
@@ -135,10 +157,10 @@ def test_guard_purges_within_a_second_of_a_drop(testbed: _tb.Testbed, tmp_path: 
         assert done_after < 1.0 + purge["seconds"], f"purge done {done_after:.2f} s after"
         # The next connection passes; every ESTABLISHED filler entry is still there.
         assert _connect(cli_ns, _tb.SRV_IP, 6800, 2.0)
-        assert conntrack_settings(ns).count >= limit - n_tw
+        assert conntrack_settings(ns).count >= limit - tw  # only TIME_WAIT went
         st = load_state(state_path(d, ns))
         assert st is not None and st.purges == 1 and st.purged_entries == tw
-        assert st.purged_by_state == {"TIME_WAIT": tw} and st.drops_seen >= 1
+        assert st.purged_by_state == purge["by_state"] and st.drops_seen >= 1
     finally:
         if g.poll() is None:
             os.killpg(g.pid, signal.SIGTERM)

@@ -7,6 +7,7 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -81,3 +82,15 @@ def test_watch_once_json(testbed: _tb.Testbed) -> None:
     bad = subprocess.run([*CLI, "watch", "--netns", "cte-no-such-ns", "--once"],  # noqa: S603
                          capture_output=True, text=True, timeout=60, check=False)
     assert bad.returncode == 3 and bad.stderr.startswith("ctguard: ") and bad.stderr.count("\n") == 1
+
+
+def test_watch_piped_prints_one_frame_per_interval(testbed: _tb.Testbed) -> None:
+    fill("tcp-est", 77, _tb.FILL_SRC, testbed.ns())
+    p = subprocess.Popen([*CLI, "watch", "--netns", testbed.srv, "--no-breakdown", "--interval", "0.5"],  # noqa: S603
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    time.sleep(5.0)  # interpreter start is 1-2 s on a loaded machine, then a frame every 0.5 s
+    os.killpg(p.pid, signal.SIGTERM)
+    out, err = p.communicate(timeout=10)
+    assert p.returncode == 0, err
+    assert out.count("ctguard watch") >= 2 and "77 / " in out
+    assert "\x1b[" not in out  # no cursor movement or colours into a pipe
