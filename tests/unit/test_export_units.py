@@ -27,7 +27,8 @@ def _unit(name: str) -> configparser.ConfigParser:
 
 def _parse(argv: list[str]) -> click.Context:
     assert argv[0].endswith("/ctguard")
-    cmd = cli.commands[argv[1]]
+    cmd = cli.get_command(click.Context(cli), argv[1])
+    assert cmd is not None
     return cmd.make_context(argv[1], argv[2:])
 
 
