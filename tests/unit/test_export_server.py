@@ -132,7 +132,8 @@ def test_exporter_wiring_on_a_fake_proc_tree(tmp_path: pathlib.Path) -> None:
         c = ScrapeClient(*ex.server.address)
         deadline = time.monotonic() + 10
         s = c.scrape().samples()
-        while s.get("ctguard_breakdown_runs_total", 0) < 1 and time.monotonic() < deadline:
+        while (s.get("ctguard_breakdown_runs_total", 0) < 1 or len(ex.collector.window.samples()) < 2) \
+                and time.monotonic() < deadline:
             time.sleep(0.05)
             s = c.scrape().samples()
         assert s["ctguard_conntrack_entries"] == 40 and s["ctguard_conntrack_drop_total"] == 9

@@ -11,7 +11,7 @@ import shlex
 
 import click
 
-from ctguard.cli import _register, cli
+from ctguard.cli import cli
 
 PKG = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                    "src", "ctguard", "export")
@@ -26,9 +26,9 @@ def _unit(name: str) -> configparser.ConfigParser:
 
 
 def _parse(argv: list[str]) -> click.Context:
-    _register()
     assert argv[0].endswith("/ctguard")
-    cmd = cli.commands[argv[1]]
+    cmd = cli.get_command(click.Context(cli), argv[1])
+    assert cmd is not None
     return cmd.make_context(argv[1], argv[2:])
 
 

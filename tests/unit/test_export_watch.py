@@ -8,7 +8,7 @@ import pathlib
 from click.testing import CliRunner
 from rich.console import Console
 
-from ctguard.cli import _register, cli
+from ctguard.cli import cli
 from ctguard.cli.export import render
 from ctguard.export.breakdown import Breakdown, Refresher
 from ctguard.export.readings import Reading
@@ -81,7 +81,6 @@ def test_render_names_the_osd_whose_restart_would_overflow() -> None:
 
 def test_cli_watch_once_json_on_a_fake_proc_tree(tmp_path: pathlib.Path) -> None:
     root = fake_proc(tmp_path, 800, 1000, (5, 6))
-    _register()
     res = CliRunner().invoke(cli, ["watch", "--once", "--json", "--no-breakdown", "--interval", "0.1",
                                    "--proc-root", root])
     assert res.exit_code == 1, res.output  # 80 % full: WARN
@@ -92,7 +91,6 @@ def test_cli_watch_once_json_on_a_fake_proc_tree(tmp_path: pathlib.Path) -> None
 
 def test_cli_guard_plan_on_a_fake_proc_tree(tmp_path: pathlib.Path) -> None:
     root = fake_proc(tmp_path, 10, 1000, (0, 0))
-    _register()
     res = CliRunner().invoke(cli, ["guard", "--json", "--proc-root", root, "--states", "TIME_WAIT,close",
                                    "--ports", "ceph", "--state-dir", str(tmp_path / "st")])
     assert res.exit_code == 0, res.output
@@ -105,7 +103,6 @@ def test_cli_guard_plan_on_a_fake_proc_tree(tmp_path: pathlib.Path) -> None:
 
 def test_cli_bad_input_is_one_line_and_exit_3(tmp_path: pathlib.Path) -> None:
     root = fake_proc(tmp_path, 10, 1000, (0, 0))
-    _register()
     for args in (["exporter", "--listen", "nowhere", "--proc-root", root, "--no-breakdown"],
                  ["exporter", "--netns", "a/b"],
                  ["watch", "--once", "--netns", "x", "--netns-pid", "5"],

@@ -8,11 +8,9 @@ import os
 import pytest
 from click.testing import CliRunner
 
-from ctguard.cli import _register, cli
+from ctguard.cli import cli
 from ctguard.firewall import nftrules
 from ctguard.firewall.spec import build_spec
-
-_register()
 
 
 def _run(*args: str) -> tuple[int, str, str]:

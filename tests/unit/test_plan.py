@@ -8,7 +8,7 @@ import os
 import pytest
 from click.testing import CliRunner
 
-from ctguard.cli import _register, cli
+from ctguard.cli import cli
 from ctguard.cli.model import cluster_from_ceph, text_chart
 from ctguard.model.plan import Current, kube_proxy_max, make_plan, slab_entry_bytes
 from ctguard.model.scenario import load
@@ -21,7 +21,6 @@ SLAB = ("slabinfo - version: 2.1\n# name <active_objs> <num_objs> <objsize> <obj
 
 @pytest.fixture(scope="module")
 def runner() -> CliRunner:
-    _register()
     return CliRunner()
 
 

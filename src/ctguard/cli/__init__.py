@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import click
@@ -10,39 +11,49 @@ from ctguard import __version__
 from ctguard.cli.common import EXIT_CODES_HELP
 from ctguard.errors import CtguardError, Exit
 
+# Command name -> the module under ctguard.cli that defines it (in its `commands` list). Modules are imported
+# only when their command runs, so `ctguard status` (a monitoring check run every minute) does not pay for
+# importing every capability.
+_COMMANDS = {
+    "status": "table",
+    "purge": "table",
+    "notrack": "notrack",
+    "diagnose": "diagnose",
+    "simulate": "model",
+    "plan": "model",
+    "exporter": "export",
+    "guard": "export",
+    "watch": "export",
+    "restart": "restart",
+    "lab": "lab",
+}
 
-@click.group(help="Keep Ceph hosts out of nf_conntrack exhaustion, and make their restarts safe.\n\n"
+
+class _LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(_COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        module = _COMMANDS.get(cmd_name)
+        if module is None:
+            return None
+        mod = importlib.import_module(f"ctguard.cli.{module}")
+        for cmd in mod.commands:
+            if cmd.name == cmd_name:
+                return cmd  # type: ignore[no-any-return]
+        raise AssertionError(f"ctguard.cli.{module} does not define {cmd_name}")
+
+
+@click.group(cls=_LazyGroup, help="Keep Ceph hosts out of nf_conntrack exhaustion, and make their restarts safe.\n\n"
              + EXIT_CODES_HELP)
 @click.version_option(__version__, prog_name="ctguard")
 def cli() -> None:
     pass
 
 
-# One module per command family, each exposing `commands` (a list of click commands).
-_COMMAND_MODULES = (
-    "table",
-    "notrack",
-    "diagnose",
-    "model",
-    "export",
-    "restart",
-    "lab",
-)
-
-
-def _register() -> None:
-    import importlib
-
-    for name in _COMMAND_MODULES:
-        mod = importlib.import_module(f"ctguard.cli.{name}")
-        for cmd in mod.commands:
-            cli.add_command(cmd)
-
-
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: usage errors are exit 3 (UNKNOWN) with one line, not click's exit 2,
     because 2 means CRIT here."""
-    _register()
     try:
         rc = cli.main(args=argv, prog_name="ctguard", standalone_mode=False)
     except click.UsageError as e:

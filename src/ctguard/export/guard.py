@@ -14,9 +14,7 @@ JSON line and accumulated in a state file the exporter exports. It is opt-in: no
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -26,6 +24,7 @@ from ctguard.errors import BadInput, CannotRead
 from ctguard.kernel.netns import Netns
 from ctguard.kernel.nfnetlink import CLOSING_STATES, TCP_STATES
 from ctguard.output import jsonable, rfc3339
+from ctguard.statefile import read_json, write_json
 
 SCHEMA = 1
 PORT_SCOPES = ("all", "ceph")
@@ -86,31 +85,15 @@ class GuardState:
 
 def save_state(path: str, st: GuardState) -> None:
     """Atomic replace: the exporter never reads half a file."""
-    d = os.path.dirname(path) or "."
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".guard-", dir=d)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(st.to_json(), f)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    write_json(path, st.to_json())
 
 
 def load_state(path: str) -> GuardState | None:
     """The guard's state file, None when there is none (no guard running here)."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            doc = json.load(f)
-    except FileNotFoundError:
+    doc = read_json(path, "guard state")
+    if doc is None:
         return None
-    except (OSError, ValueError) as e:
-        raise CannotRead(f"{path}: unreadable guard state ({e})") from e
-    if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
+    if doc.get("schema") != SCHEMA:
         raise CannotRead(f"{path}: not a guard state file of schema {SCHEMA}")
     try:
         return GuardState(

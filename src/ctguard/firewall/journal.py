@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 import re
-import tempfile
 from collections.abc import Iterator
 from typing import Any
 
 from ctguard.errors import CannotRead
 from ctguard.kernel.netns import Netns
+from ctguard.statefile import read_json, write_json
 
 DEFAULT_STATE_DIR = "/var/lib/ctguard"
 SCHEMA = 1
@@ -46,38 +45,13 @@ def path(state_dir: str, ns: Netns) -> str:
 
 
 def read(p: str) -> dict[str, Any] | None:
-    try:
-        with open(p, encoding="utf-8") as f:
-            doc = json.load(f)
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as e:
-        raise CannotRead(f"{p}: unreadable journal ({e})") from e
-    if not isinstance(doc, dict):
-        raise CannotRead(f"{p}: unreadable journal (not an object)")
-    return doc
+    return read_json(p, "journal")
 
 
 def write(p: str, doc: dict[str, Any]) -> None:
     doc = dict(doc)
     doc["schema"] = SCHEMA
-    d = os.path.dirname(p)
-    fd, tmp = tempfile.mkstemp(prefix=".journal-", dir=d)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(doc, f, indent=1, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
-        dfd = os.open(d, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    write_json(p, doc, durable=True, indent=1, sort_keys=True)
 
 
 @contextlib.contextmanager

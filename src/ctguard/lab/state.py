@@ -3,13 +3,12 @@ made, so `lab down` can undo a crashed or killed `up` from it (and from /proc an
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
 from ctguard.errors import CannotRead
+from ctguard.statefile import read_json, write_json
 
 SCHEMA = 1
 
@@ -96,31 +95,9 @@ class LabState:
 
     def save(self) -> None:
         """Atomic replace: a crash leaves the old or the new journal, never half of one."""
-        os.makedirs(self.dir, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".state.", suffix=".json")
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(self.to_json(), f, indent=1)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        write_json(self.path, self.to_json(), durable=True, indent=1)
 
 
 def load_state(lab_dir: str) -> LabState | None:
-    path = os.path.join(lab_dir, "state.json")
-    try:
-        with open(path) as f:
-            doc = json.load(f)
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as e:
-        raise CannotRead(f"{path}: {e}") from e
-    if not isinstance(doc, dict):
-        raise CannotRead(f"{path}: not a JSON object")
-    return LabState.from_json(doc)
+    doc = read_json(os.path.join(lab_dir, "state.json"), "lab state")
+    return None if doc is None else LabState.from_json(doc)

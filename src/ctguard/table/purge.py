@@ -7,8 +7,10 @@ so lab overflows lasted 10-82 s, long enough for the monitor to wrongly mark res
 Deleting the same entries from user space at the first drop ended the overflow in < 0.4 s
 (shared/reference/kernel-conntrack.md §6b). We never touch ESTABLISHED entries unless asked.
 
-One dump, then deletes by tuple and id (`conntrack -D` needed 0.67 s per state on a full table). The dump
-also frees expired entries that were still counted; that number is reported too.
+One dump; each receive buffer's victims are deleted (by tuple and id) while the kernel is still producing the
+next buffers, so the first slots are free within milliseconds even when dumping a full table takes seconds
+(`conntrack -D` needed 0.67 s per state on a full table). The dump also frees expired entries that were still
+counted; that number is reported too.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ class PurgeResult:
     count_before: int = 0
     count_after: int = 0
     seconds: float = 0.0
+    first_freed_s: float | None = None  # when the first entries were gone: the overflow ends there
     dry_run: bool = False
 
     def to_json(self) -> dict[str, object]:
@@ -65,6 +68,7 @@ class PurgeResult:
             "count_after": self.count_after,
             "freed": max(0, self.count_before - self.count_after),
             "seconds": round(self.seconds, 4),
+            "first_freed_s": None if self.first_freed_s is None else round(self.first_freed_s, 4),
         }
 
 
@@ -104,15 +108,30 @@ def purge(
     label = (ns or Netns()).label
     count_before = conntrack_count(ns)
     victims: list[ctdump.Entry] = []
-    for batch in ctdump.batches(ns):
-        # C-level filters: this runs during an overflow, on a full table.
-        rows, lay = batch.rows, batch.layout
-        hits = list(compress(rows, map(wanted.__contains__, map(lay.state, rows))))
-        if ports == "ceph":
-            hits = list(compress(hits, map(or_, map(is_ceph, map(lay.dport, hits)), map(is_ceph, map(lay.sport, hits)))))
-        victims.extend(lay.entries(hits))
-    count_dumped = conntrack_count(ns)
-    result = ctdump.DeleteResult(0, 0, 0) if dry_run else ctdump.delete(ns, victims)
+    first_freed: float | None = None
+    deleter = None if dry_run else ctdump.Deleter(ns)
+    try:
+        for batch in ctdump.batches(ns):
+            # C-level filters: this runs during an overflow, on a full table.
+            rows, lay = batch.rows, batch.layout
+            hits = list(compress(rows, map(wanted.__contains__, map(lay.state, rows))))
+            if ports == "ceph":
+                hits = list(compress(hits, map(or_, map(is_ceph, map(lay.dport, hits)),
+                                               map(is_ceph, map(lay.sport, hits)))))
+            if not hits:
+                continue
+            found = lay.entries(hits)
+            victims.extend(found)
+            if deleter is not None:
+                # Delete now, while the kernel dumps the rest: the overflow ends at the first freed slots.
+                deleter.delete(found)
+                if first_freed is None and deleter.deleted:
+                    first_freed = time.perf_counter() - t0
+        count_dumped = conntrack_count(ns)
+        result = deleter.result if deleter is not None else ctdump.DeleteResult(0, 0, 0)
+    finally:
+        if deleter is not None:
+            deleter.close()
     count_after = conntrack_count(ns)
     role_of = roles.table()
     by_role: Counter[str] = Counter()
@@ -130,9 +149,10 @@ def purge(
         failed=result.failed,
         by_state=dict(by_state.most_common()),
         by_role=dict(by_role.most_common()),
-        expired_freed=max(0, count_before - count_dumped),
+        expired_freed=max(0, count_before - count_dumped - result.deleted),
         count_before=count_before,
         count_after=count_after,
         seconds=time.perf_counter() - t0,
+        first_freed_s=first_freed,
         dry_run=dry_run,
     )

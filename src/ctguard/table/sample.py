@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass
+
+from ctguard.statefile import write_json
 
 DEFAULT_STATE_DIR = "/var/lib/ctguard"
 
@@ -38,13 +39,8 @@ def load(state_dir: str, label: str, inode: int) -> Sample | None:
 
 def save(state_dir: str, label: str, sample: Sample) -> bool:
     """Write atomically (rename); False when the state dir is not writable (not root): not an error."""
-    path = _path(state_dir, label)
     try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".sample-")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump({"ts": sample.ts, "inode": sample.inode, "drop": sample.drop}, f)
-        os.replace(tmp, path)
+        write_json(_path(state_dir, label), {"ts": sample.ts, "inode": sample.inode, "drop": sample.drop})
         return True
     except OSError:
         return False
