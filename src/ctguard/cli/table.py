@@ -6,8 +6,6 @@ import sys
 from typing import Any
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from ctguard.cli.common import (
     EXIT_CODES_HELP,
@@ -48,6 +46,10 @@ def make_roles(mon_ports: str, osd_ports: str) -> PortRoles:
 
 
 def _render_status(st: _status.TableStatus) -> None:
+    # rich is imported only for people: `--json` runs (monitoring, every minute) skip its import cost.
+    from rich.console import Console
+    from rich.table import Table
+
     con = Console()
     color = _COLOR.get(st.verdict, "white")
     con.print(f"[{color}]{st.verdict}[/] conntrack in [bold]{st.netns}[/]: {st.count:,} / {st.max:,} entries "
