@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import asdict
 
 import pytest
 
@@ -76,6 +77,14 @@ def test_small_lab_reproduces_and_the_untracked_fix_holds(lab_prefix: tuple[str,
     by = {s["name"]: s for s in doc["scenarios"]}
     assert doc["burst"] > 0 and doc["baseline"] > 0
     assert by["measure"]["drops"] == 0
+    if by["all-at-once"]["drops"] == 0:
+        # The GC worker's early-drop mode is global: another namespace's overflow on this machine can make its
+        # next pass evict our TIME_WAIT half of the burst mid-restart (docs/lab.md, caveat). One more try.
+        sc = check_scenarios(["all-at-once"], 10.0, 10)[0]
+        try:
+            by["all-at-once"] = asdict(rep.scenario(sc))
+        finally:
+            rep._restore()
     assert by["all-at-once"]["drops"] > 0, by["all-at-once"]
     assert by["all-at-once"]["peak"] == doc["max"]
     assert by["untracked"]["drops"] == 0, by["untracked"]
