@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
+from peers import PEER, stop_group, wait_ready
 
 from ctguard.errors import CannotRead
 from ctguard.export.breakdown import take
@@ -48,13 +49,7 @@ def exporter(ns: str, *args: str, state_dir: str, host: str = "127.0.0.1") -> It
         assert ev["event"] == "listening" and ev["url"] == f"http://{host}:{PORT}/metrics"
         yield p
     finally:
-        if p.poll() is None:
-            os.killpg(p.pid, signal.SIGTERM)
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait(10)
+        stop_group(p)
 
 
 def test_scrape_reports_known_entries_and_stays_up_when_the_table_is_full(testbed: _tb.Testbed, tmp_path: object) -> None:
@@ -140,19 +135,6 @@ def test_listen_in_host_serves_a_target_namespace_on_the_root_loopback(testbed: 
     assert p.returncode == 0
 
 
-PEER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "netpeer.py")
-
-
-def _wait_file(path: str, proc: subprocess.Popen[bytes], timeout: float = 15) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if os.path.exists(path):
-            return
-        assert proc.poll() is None, f"peer exited with {proc.returncode}"
-        time.sleep(0.05)
-    pytest.fail(f"peer not ready: {path}")
-
-
 def test_breakdown_and_restart_headroom_of_a_local_osd(testbed: _tb.Testbed, tmp_path: object) -> None:
     """A process named `ceph-osd -i 3` holds 5 connections (2 closed into TIME_WAIT): the exporter's
     background breakdown attributes them, and the headroom is free - 5 x burst factor."""
@@ -161,10 +143,10 @@ def test_breakdown_and_restart_headroom_of_a_local_osd(testbed: _tb.Testbed, tmp
     osd_exe = os.path.join(d, "ceph-osd")
     os.symlink(os.path.realpath(sys.executable), osd_exe)
     osd = tb.spawn(tb.srv, [osd_exe, PEER, "-i", "3", os.path.join(d, "osd"), "serve", _tb.SRV_IP, "6800"])
-    _wait_file(os.path.join(d, "osd"), osd)
+    wait_ready(os.path.join(d, "osd"), osd)
     cp = tb.spawn(tb.cli, [sys.executable, PEER, os.path.join(d, "c"), "connect", _tb.SRV_IP, "6800", "5",
                            "--close", "2"])
-    _wait_file(os.path.join(d, "c"), cp)
+    wait_ready(os.path.join(d, "c"), cp)
     ns = Netns(name=tb.srv)
     fill("tcp-est", 100, _tb.FILL_SRC, ns)
     with exporter(tb.srv, "--burst-factor", "3", state_dir=d):

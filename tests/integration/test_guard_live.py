@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import queue
-import signal
 import socket
 import subprocess
 import sys
@@ -16,6 +15,7 @@ import time
 from typing import Any
 
 import pytest
+from peers import stop_group
 
 from ctguard.export.guard import load_state, state_path
 from ctguard.kernel.netns import Netns, entered
@@ -162,13 +162,7 @@ def test_guard_purges_within_a_second_of_a_drop(testbed: _tb.Testbed, tmp_path: 
         assert st is not None and st.purges == 1 and st.purged_entries == tw
         assert st.purged_by_state == purge["by_state"] and st.drops_seen >= 1
     finally:
-        if g.poll() is None:
-            os.killpg(g.pid, signal.SIGTERM)
-            try:
-                g.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(g.pid, signal.SIGKILL)
-                g.wait(10)
+        stop_group(g)
     assert g.returncode == 0
     tail = events.rest()
     assert tail and tail[-1]["event"] == "stop" and tail[-1]["purges"] == 1

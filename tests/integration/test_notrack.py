@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from peers import PEER, wait_ready
 
 from ctguard.errors import CommandFailed
 from ctguard.firewall import apply_notrack, confirm_notrack, remove_notrack, transaction
@@ -29,7 +30,6 @@ from ctguard.lab.fill import fill
 from ctguard.lab.testbed import CLI_IP, FILL_SRC, SRV_IP, Testbed
 
 pytestmark = pytest.mark.integration
-PEER = str(Path(__file__).with_name("netpeer.py"))
 CTGUARD = [sys.executable, "-c", "from ctguard.cli import main; main()"]
 NET = "198.18.0.0/24"
 OUTSIDE_CLI = "198.18.2.2"     # a client address outside NET
@@ -72,17 +72,6 @@ class Host:
         return sum(1 for line in out.stdout.splitlines() if line.startswith("tcp"))
 
 
-def _wait_file(path: Path, proc: subprocess.Popen[bytes], timeout: float = 15) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if path.exists():
-            return
-        if proc.poll() is not None:
-            pytest.fail(f"peer exited with {proc.returncode} before it was ready")
-        time.sleep(0.05)
-    pytest.fail(f"peer not ready: {path}")
-
-
 def strip_counters(line: str) -> str:
     return re.sub(r"\[\d+:\d+\]$", "", line)
 
@@ -115,7 +104,7 @@ def _make_host(tmp: Path, rules: str | None) -> Iterator[Testbed]:
             ready = tmp / f"{name}.ready"
             proc = tb.spawn(ns, [sys.executable, PEER, str(ready), "serve", "0.0.0.0" if name == "srv" else addr,
                                  *map(str, ports)])
-            _wait_file(ready, proc)
+            wait_ready(ready, proc)
         yield tb
 
 

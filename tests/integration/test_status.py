@@ -7,10 +7,10 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from peers import PEER, wait_ready
 
 from ctguard.errors import BadInput
 from ctguard.kernel.netns import Netns
@@ -22,19 +22,7 @@ from ctguard.table.purge import purge
 from ctguard.table.status import table_status
 
 pytestmark = pytest.mark.integration
-PEER = str(Path(__file__).with_name("netpeer.py"))
 CTGUARD = [sys.executable, "-c", "from ctguard.cli import main; main()"]
-
-
-def _wait(path: Path, proc: subprocess.Popen[bytes], timeout: float = 15) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if path.exists():
-            return
-        if proc.poll() is not None:
-            pytest.fail(f"peer exited with {proc.returncode} before it was ready")
-        time.sleep(0.05)
-    pytest.fail(f"peer not ready: {path}")
 
 
 def _as(tmp_path: Path, name: str) -> str:
@@ -64,18 +52,18 @@ def test_breakdown_counts_exactly(testbed: Testbed, tmp_path: Path) -> None:
     r.mkdir()
     # cli listens on an OSD port: srv's osd.3 connects out to it (an outbound entry owned by osd.3)
     p = tb.spawn(tb.cli, [sys.executable, PEER, str(r / "c0"), "serve", CLI_IP, "6801"])
-    _wait(r / "c0", p)
+    wait_ready(r / "c0", p)
     osd = tb.spawn(tb.srv, [_as(tmp_path, "ceph-osd"), PEER, "-i", "3", str(r / "osd"), "serve", SRV_IP, "6800",
                             "--connect", f"{CLI_IP}:6801"])
-    _wait(r / "osd", osd)
+    wait_ready(r / "osd", osd)
     mon = tb.spawn(tb.srv, [_as(tmp_path, "ceph-mon"), PEER, "--id", "a", str(r / "mon"), "serve", SRV_IP, "3300"])
-    _wait(r / "mon", mon)
+    wait_ready(r / "mon", mon)
     other = tb.spawn(tb.srv, [sys.executable, PEER, str(r / "oth"), "serve", SRV_IP, "9000"])
-    _wait(r / "oth", other)
+    wait_ready(r / "oth", other)
     for name, port, n, close in (("a", 6800, 5, 2), ("b", 3300, 3, 0), ("c", 9000, 2, 0)):
         cp = tb.spawn(tb.cli, [sys.executable, PEER, str(r / name), "connect", SRV_IP, str(port), str(n),
                                "--close", str(close)])
-        _wait(r / name, cp)
+        wait_ready(r / name, cp)
 
     out = _ctguard("status", "--netns", tb.srv, "--breakdown", "--json", "--state-dir", str(tmp_path / "st"))
     assert out.returncode == 0, out.stderr
@@ -106,7 +94,7 @@ def test_full_table_is_crit_and_drops_rise(testbed: Testbed, tmp_path: Path) -> 
     ns = tb.ns()
     limit = conntrack_settings(ns).max
     p = tb.spawn(tb.srv, [sys.executable, PEER, str(tmp_path / "s"), "serve", SRV_IP, "7000"])
-    _wait(tmp_path / "s", p)
+    wait_ready(tmp_path / "s", p)
     state = str(tmp_path / "state")
     first = table_status(ns, state_dir=state)
     assert first.verdict == "OK" and first.drop_delta is None
@@ -127,7 +115,7 @@ def test_purge_ends_an_overflow_and_keeps_established(testbed: Testbed, tmp_path
     ns = tb.ns()
     limit = conntrack_settings(ns).max
     p = tb.spawn(tb.srv, [sys.executable, PEER, str(tmp_path / "s"), "serve", SRV_IP, "6800"])
-    _wait(tmp_path / "s", p)
+    wait_ready(tmp_path / "s", p)
     n_tw = 2000
     fill("tcp-est", limit - n_tw, FILL_SRC, ns)
     fill("tcp-tw", n_tw, FILL_SRC, ns, sport=40001)
