@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ctguard.errors import CannotRead, CtguardError
+from ctguard.export.periodic import Periodic
 from ctguard.kernel.netns import Netns
 from ctguard.model.roles import PortRoles, parse_range
 from ctguard.runner import Runner, run
@@ -183,7 +184,7 @@ def child_source(ns: Netns, osd_range: str | None = None, timeout: float = 60.0,
     return fetch
 
 
-class Refresher:
+class Refresher(Periodic):
     """Runs `source` every `interval` seconds in a daemon thread and keeps the latest result.
 
     Readers (`latest()`) never wait for a dump. Errors are kept as a message and counted; the last good
@@ -191,10 +192,8 @@ class Refresher:
 
     def __init__(self, source: Source, interval: float = 60.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        if interval <= 0:
-            raise ValueError("interval must be > 0")
+        super().__init__(interval)
         self._source = source
-        self.interval = interval
         self._clock = clock
         self._lock = threading.Lock()
         self._latest: Breakdown | None = None
@@ -203,8 +202,6 @@ class Refresher:
         self.runs = 0
         self.last_error: str | None = None
         self.expired_freed_total = 0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._listeners: list[Callable[[Breakdown | None, str | None], None]] = []
 
     def on_result(self, fn: Callable[[Breakdown | None, str | None], None]) -> None:
@@ -238,21 +235,10 @@ class Refresher:
                 return None, None
             return self._latest, max(0.0, self._clock() - self._latest_at)
 
-    def start(self) -> None:
-        if self._thread is not None:
-            return
-        self._thread = threading.Thread(target=self._loop, name="ctguard-breakdown", daemon=True)
-        self._thread.start()
+    thread_name = "ctguard-breakdown"
 
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            self.refresh_once()
-            self._stop.wait(self.interval)
+    def step(self) -> None:
+        self.refresh_once()
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from ctguard import __version__
 from ctguard.errors import CtguardError
 from ctguard.export import guard as _guard
 from ctguard.export.breakdown import Refresher
+from ctguard.export.periodic import Periodic
 from ctguard.export.readings import EXPORTED_COUNTERS, Reading, read_now
 from ctguard.export.trend import (
     DEFAULT_BURST_FACTOR,
@@ -245,33 +246,21 @@ class ConntrackCollector:
         return out
 
 
-class Sampler:
+class Sampler(Periodic):
     """Reads the O(1) figures every `interval` seconds in a daemon thread, so growth and time-to-full follow
     a table that fills in seconds even when Prometheus scrapes once a minute."""
 
+    thread_name = "ctguard-sampler"
+
     def __init__(self, collector: ConntrackCollector, interval: float = 1.0) -> None:
+        super().__init__(interval)
         self.collector = collector
-        self.interval = interval
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
-    def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._loop, name="ctguard-sampler", daemon=True)
-            self._thread.start()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.collector.read()
-            except CtguardError as e:
-                self.collector.last_error = e.message
-            self._stop.wait(self.interval)
+    def step(self) -> None:
+        try:
+            self.collector.read()
+        except CtguardError as e:
+            self.collector.last_error = e.message
 
 
 def build_registry(collector: ConntrackCollector) -> CollectorRegistry:

@@ -98,12 +98,11 @@ class Layout:
     `complete` layouts carry every field the aggregations read (TCP templates do; UDP/ICMP ones, which lack
     a state or ports, are turned into Entry tuples instead)."""
 
-    __slots__ = ("index", "proto", "state", "status", "src", "dst", "sport", "dport", "src_ep", "dst_ep",
+    __slots__ = ("proto", "state", "status", "src", "dst", "sport", "dport", "src_ep", "dst_ep",
                  "pss", "entry_of", "suffix", "pad")
 
     def __init__(self, index: tuple[int, ...], entry_of: itemgetter[tuple[object, ...]] | None = None,
                  suffix: tuple[object, ...] = (), pad: tuple[object, ...] = ()) -> None:
-        self.index = index
         f = dict(zip(Entry._fields, index, strict=True))
         self.proto = itemgetter(f["proto"])
         self.state = itemgetter(f["state"])
@@ -429,11 +428,6 @@ def batches(ns: _netns.Netns | None = None, family: int = socket.AF_UNSPEC) -> I
     finally:
         sock.close()  # also ends a receiver still waiting in recv()
         thread.join(timeout=5)
-
-
-def entry_batches(ns: _netns.Netns | None = None, family: int = socket.AF_UNSPEC) -> Iterator[list[Entry]]:
-    for b in batches(ns, family):
-        yield b.entries()
 
 
 def entries(ns: _netns.Netns | None = None, family: int = socket.AF_UNSPEC) -> list[Entry]:
