@@ -26,6 +26,7 @@ from ctguard.kernel.netns import Netns, entered
 from ctguard.kernel.settings import conntrack_count, conntrack_settings
 from ctguard.lab import testbed as _tb
 from ctguard.lab.fill import fill
+from ctguard.restart.gates import KeepAliveFetcher, PrometheusSource
 
 pytestmark = pytest.mark.integration
 PORT = 9477
@@ -263,6 +264,12 @@ def test_real_prometheus_scrapes_the_exporter(testbed: _tb.Testbed, tmp_path: ob
         assert n < float(entries[0]["value"][1]) < n + 50  # type: ignore[index]
         up = _prom_query(ns, prom_port, 'up{job="ctguard"}')
         assert float(up[0]["value"][1]) == 1  # type: ignore[index]
+        # `ctguard restart --gate-source URL` reads its gates through this same HTTP API (PrometheusSource).
+        fetcher = KeepAliveFetcher()
+        src = PrometheusSource(f"http://127.0.0.1:{prom_port}", fetch=lambda url, t, _ns: fetcher(url, t, ns))
+        gate = src.read("127.0.0.1")
+        fetcher.close()
+        assert gate.limit == conntrack_settings(ns).max and n < gate.entries < n + 50 and gate.drops == 0
         # Our alert rules are loaded and evaluate cleanly against the real series; none fires on a quiet table.
         c = ScrapeClient("127.0.0.1", prom_port, ns)
         deadline = time.monotonic() + 15
