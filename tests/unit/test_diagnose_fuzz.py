@@ -62,8 +62,8 @@ def test_scanner_never_raises_and_counts_lines(chunks: list[bytes], compress: bo
             f.write(gzip.compress(data) if compress else data)
         results = [scan.scan([scan.InputSpec(p)], lambda s, h, dm: SourceCtx(source=s, host=h, daemon=dm,
                                                                                 clock=CTX.clock),
-                             workers=w, parallel_min_bytes=0 if w > 1 else 1 << 40, use_grep=g, grep_min_bytes=0)
-               for w, g in ((1, False), (2, False), (1, True))]
+                             workers=w, parallel_min_bytes=0 if w > 1 else 1 << 40, use_numpy=g)
+               for w, g in ((1, True), (2, True), (1, False))]
     lines = data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
     for r in results:
         assert r.read == lines and r.matched + r.skipped <= r.read + lines

@@ -35,12 +35,12 @@ def summary(r: scan.ScanResult) -> tuple[object, ...]:
     return (r.read, r.matched, r.skipped, evs, bks)
 
 
-def test_grep_parallel_ranges_and_one_stream_agree_on_the_incident() -> None:
-    a = run(f"cartman06={FULL}/cartman06", str(FULL / "cartman01"), workers=3, parallel_min_bytes=0, use_grep=False)
-    b = run(f"cartman06={FULL}/cartman06", str(FULL / "cartman01"), workers=1, use_grep=False)
-    c = run(f"cartman06={FULL}/cartman06", str(FULL / "cartman01"), grep_min_bytes=0)
+def test_hashed_search_find_loop_parallel_ranges_and_one_stream_agree_on_the_incident() -> None:
+    a = run(f"cartman06={FULL}/cartman06", str(FULL / "cartman01"), workers=3, parallel_min_bytes=0)
+    b = run(f"cartman06={FULL}/cartman06", str(FULL / "cartman01"), workers=1)
+    c = run(f"cartman06={FULL}/cartman06", str(FULL / "cartman01"), workers=1, use_numpy=False)
     assert summary(a) == summary(b) == summary(c)
-    assert {i.via for i in b.inputs} == {"python"} and {i.via for i in c.inputs} == {"grep"}
+    assert {i.via for i in b.inputs} == {"numpy"} and {i.via for i in c.inputs} == {"python"}
     assert a.read == sum(1 for p in FULL.rglob("*.log") for _ in p.open())
     kinds = {e.kind for e in a.events} | {k[1] for k in a.buckets}
     assert kinds >= {model.TABLE_FULL, model.SUPPRESSED, model.MS_FAULT, model.MS_CLOSE, model.HB_NO_REPLY,
@@ -60,7 +60,7 @@ def test_small_chunks_do_not_lose_lines_or_suppressed_counts(monkeypatch: pytest
 
 
 def test_line_numbers_point_at_the_line(tmp_path: Path) -> None:
-    r = run(f"cartman06={FULL}/cartman06", workers=1, use_grep=False)
+    r = run(f"cartman06={FULL}/cartman06", workers=1)
     for e in r.events[:200] + [b.first for b in list(r.buckets.values())[:200]]:
         with open(e.source, encoding="utf-8") as f:
             assert f.readlines()[e.line_no - 1].rstrip("\n") == e.text
@@ -115,8 +115,8 @@ def test_garbage_counts_as_skipped(tmp_path: Path) -> None:
     good = (LOGS / "incident-2014" / "kern.log").read_bytes()
     p.write_bytes(b"\x00\x01\xff table full\n" + os.urandom(5000) + b"\n" + good + b"random table full text\n"
                   + b"no newline at the end table full")
-    for kw in ({"workers": 1, "use_grep": False}, {"workers": 2, "parallel_min_bytes": 0, "use_grep": False},
-               {"grep_min_bytes": 0}):
+    for kw in ({"workers": 1, "use_numpy": True}, {"workers": 2, "parallel_min_bytes": 0, "use_numpy": True},
+               {"workers": 1, "use_numpy": False}):
         r = run(str(p), **kw)
         assert [e.kind for e in r.events] == [model.TABLE_FULL]
         assert r.skipped >= 3  # the NUL line, the random candidate, the unterminated last line
@@ -171,7 +171,7 @@ def test_fifo_is_read_as_a_stream(tmp_path: Path) -> None:
 
     t = threading.Thread(target=feed)
     t.start()
-    r = run(str(fifo), grep_min_bytes=0, parallel_min_bytes=0)
+    r = run(str(fifo), parallel_min_bytes=0)
     t.join(timeout=10)
     assert r.inputs[0].compression == "gzip" and [e.kind for e in r.events] == [model.TABLE_FULL]
 

@@ -97,13 +97,11 @@ def _render(doc: dict[str, Any]) -> None:
 @click.option("--storm", "storm_per_s", type=click.IntRange(min=1), default=20, show_default=True,
               metavar="N", help="Lossy faults per second that make a reconnect storm on their own.")
 @click.option("--workers", type=click.IntRange(1, 64), default=None, metavar="N",
-              help="Processes reading one big plain file without grep (default: the CPUs, at most 4).")
-@click.option("--no-grep", is_flag=True,
-              help="Find candidate lines in Python only (default: GNU grep does it for big plain files).")
+              help="Processes reading one big plain file (default: the CPUs, at most 4).")
 @click.option("--progress", is_flag=True, help="With --json: progress as JSON lines on stderr.")
 @handle_errors
 def diagnose(inputs: tuple[str, ...], as_json: bool, html_path: str | None, year: int | None, tz: str,
-             boot_time: str | None, gap: float, lookback: float, storm_per_s: int, workers: int | None, no_grep: bool,
+             boot_time: str | None, gap: float, lookback: float, storm_per_s: int, workers: int | None,
              progress: bool) -> None:
     # imported here, not at module level: every ctguard command registers this module at start-up
     from ctguard.diagnose import correlate as _correlate
@@ -127,7 +125,7 @@ def diagnose(inputs: tuple[str, ...], as_json: bool, html_path: str | None, year
         return SourceCtx(source=path, host=host, daemon=daemon, clock=clock, boot_time=boot)
 
     show = progress if as_json else sys.stderr.isatty()
-    res: ScanResult = scan(specs, make_ctx, workers=workers, use_grep=not no_grep, progress=_Progress(as_json, show))
+    res: ScanResult = scan(specs, make_ctx, workers=workers, progress=_Progress(as_json, show))
     if not res.inputs:
         raise CannotRead(f"no files in {', '.join(s.path for s in specs)}")
     if all(i.error for i in res.inputs):

@@ -68,23 +68,27 @@ class Clock:
 
     def iso(self, m: re.Match[str]) -> float:
         """A match of ISO_RE; raises ValueError on an impossible date."""
-        key = (m.group(1), m.group(2), m.group(3), m.group(4), m.group(5), m.group(6), m.group(8))
+        y, mo, d, h, mi, s, off = m.group(1, 2, 3, 4, 5, 6, 8)
+        key = (y, mo, d, h, mi if off is None else "", off)  # an explicit offset: one entry per hour will do
         base = self._cache.get(key)
         if base is None:
-            y, mo, d, h, mi, s = (int(x) for x in key[:6])
-            if not (1 <= mo <= 12 and 1 <= d <= 31 and h < 24 and mi < 60 and s < 61):
+            yi, moi, di, hi, m0 = int(y), int(mo), int(d), int(h), int(mi)
+            if not (1 <= moi <= 12 and 1 <= di <= 31 and hi < 24 and m0 < 60):
                 raise ValueError("bad date")
-            off = m.group(8)
-            if off is None:
-                base = self._naive(y, mo, d, h, mi, s)
+            if off is None:  # the zone's offset can change at any minute (DST): cache per minute
+                base = self._naive(yi, moi, di, hi, m0, 0) - m0 * 60
             else:
-                base = float(calendar.timegm((y, mo, d, h, mi, s, 0, 0, 0)))
+                base = float(calendar.timegm((yi, moi, di, hi, 0, 0, 0, 0, 0)))
                 if off != "Z":
                     sign = -1 if off[0] == "-" else 1
                     base -= sign * (int(off[1:3]) * 3600 + int(off[-2:]) * 60)
             self._cache[key] = base
+        mii, si = int(mi), int(s)
+        if mii > 59 or si > 60:
+            raise ValueError("bad date")
         frac = m.group(7)
-        return base + float("0." + frac) if frac else base
+        ts = base + mii * 60 + si
+        return ts + float("0." + frac) if frac else ts
 
     def syslog(self, mon: str, day: int, hms: str, frac: str | None = None) -> float:
         """`Aug  6 15:23:48`: the year is --year, else the current one unless that is in the future."""

@@ -182,9 +182,11 @@ def _domain(events: list[model.Event], buckets: list[tuple[model.BucketKey, mode
         return []
     activity = sorted({bk.first.ts for _, bk in buckets} | {e.ts for e in events})
     wins = _windows(seeds, opts.gap)
-    for w in wins:  # reach back through contiguous activity (a storm that began before the first drop)
-        i = bisect.bisect_left(activity, w[0]) - 1
-        while i >= 0 and w[0] - activity[i] <= opts.gap and w[1] - activity[i] <= opts.lookback + (w[1] - w[0]):
+    for w in wins:  # reach back through contiguous activity (a storm that began before the first drop) ...
+        first = w[0]
+        i = bisect.bisect_left(activity, first) - 1
+        # ... but no further than --lookback: a log with faults all day long would otherwise reach its start
+        while i >= 0 and w[0] - activity[i] <= opts.gap and first - activity[i] <= opts.lookback:
             w[0] = activity[i]
             i -= 1
     merged: list[list[float]] = []

@@ -3,51 +3,30 @@
 Design for throughput (figures in docs/benchmarks.md): nothing is done per line in Python except for candidate
 lines, which contain one of a few long NEEDLES. Which needles a file gets depends on what its first 64 KiB look
 like (`needles_for`): a kernel-only log gets one, a log written by Ceph gets no kernel needle, a syslog gets all.
-* Big plain files: GNU grep (`-F -o -b -n`, all needles at once, in C, in its own process; -o prints only the
-  needle, so the output is ASCII whatever the file holds) finds the candidates while this process counts lines
-  and NUL bytes in 8 MiB chunks; candidate lines are then read back by offset through mmap. Measured: grep with
-  7 -F patterns costs 3-4 times grep with one, where one `bytes.find` pass per needle costs about one grep.
-* Otherwise (no grep, --no-grep, small, compressed or stdin): 8 MiB binary chunks read into one reused buffer;
-  lines counted with numpy 1 MiB at a time (matplotlib brings numpy; `bytes.count` without it); `bytes.find`
-  per needle (CPython's C fastsearch skips ahead by the needle's length, so long needles are cheapest); line
-  bounds with `rfind`/`find`. Big plain files are split at line starts over up to 4 processes.
-Only candidate lines are decoded (UTF-8, errors replaced) and given to the regular expressions.
+Binary chunks (2 MiB) are read into one reused buffer; `needles.Search` finds every needle in one numpy pass;
+lines are counted with numpy; line bounds come from `rfind`/`find`. Big plain files are split at line starts over
+one process per CPU (at most 4). Only candidate lines are decoded (UTF-8, errors replaced) and given to the
+regular expressions.
 """
 from __future__ import annotations
 
 import bz2
 import gzip
 import lzma
-import mmap
 import multiprocessing
 import os
 import re
-import shutil
 import stat
 import sys
 import zlib
 from collections.abc import Callable, Iterable
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
-from typing import Any, BinaryIO, Protocol
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from typing import BinaryIO, Protocol
 
-from ctguard import runner
 from ctguard.diagnose import kernel, model
 from ctguard.diagnose.lines import SKIPPED, SourceCtx, parse_line
-from ctguard.errors import CommandFailed
-
-_NP: list[Any] = []  # numpy, imported on first use (0.2 s): 3x faster line counting; matplotlib brings it
-
-
-def _numpy() -> Any:
-    if not _NP:
-        try:
-            import numpy
-
-            _NP.append(numpy)
-        except ImportError:  # pragma: no cover - where numpy is absent, bytes.count does the work
-            _NP.append(None)
-    return _NP[0]
+from ctguard.diagnose.needles import Search, numpy_or_none
 
 # Needles (every interesting line contains one). Long needles of unusual characters are the cheapest.
 KERNEL_NEEDLES: tuple[bytes, ...] = (b", dropping packet",)  # every nf_conntrack/ip_conntrack table-full form
@@ -64,11 +43,10 @@ LAB_NEEDLES: tuple[bytes, ...] = (b'"kind": "meta"', b'"kind": "ct"', b'"kind": 
                                   b'"kind": "marked_down"')  # ctguard lab recordings (data/lab/, docs/lab.md)
 MON_NEEDLES: tuple[bytes, ...] = (b" failed (", b"marked itself down", b"marked down after", b" boot")
 SUPPRESSED = b"callbacks suppressed"  # only looked for right before a table-full line (kernel.py)
-CHUNK = 8 << 20
+CHUNK = 2 << 20  # bytes per read: small enough that the numpy passes find them in cache
 MAX_LINE = 1 << 20  # a "line" longer than this without a newline is cut (binary blobs)
 MAX_PARSE = 8192  # characters of a candidate line given to the parser
 PARALLEL_MIN_BYTES = 32 << 20
-GREP_MIN_BYTES = 16 << 20  # below this starting grep costs more than it saves
 MAX_WORKERS = 4
 
 
@@ -102,7 +80,7 @@ class InputInfo:
     daemon: str
     kinds: list[str]  # "kernel", "ceph-daemon", "ceph-cluster" seen in the first 64 KiB
     compression: str
-    via: str = "python"  # or "grep"
+    via: str = "python"  # how candidate lines were found: "numpy" (one hashed pass) or "python" (find)
     lines: int = 0
     bytes: int = 0
     error: str = ""
@@ -264,26 +242,37 @@ def needles_for(daemon: str, head: bytes) -> tuple[bytes, ...]:
     return out
 
 
-def count_lines(buf: bytes | bytearray, end: int) -> int:
-    return buf.count(b"\n", 0, end)
+def newlines_before(buf: bytes | bytearray, end: int, points: list[int]) -> tuple[list[int], int]:
+    """How many newlines come before each of the sorted offsets `points`, and in all of buf[:end].
 
-
-def newline_positions(buf: bytes | bytearray, end: int) -> Any:
-    """Offsets of every newline in buf[:end] (numpy array), 1 MiB at a time so the work stays in cache."""
-    _np = _numpy()
-    mv = memoryview(buf)
-    parts = [_np.flatnonzero(_np.frombuffer(mv[i:min(i + (1 << 20), end)], dtype=_np.uint8) == 10) + i
-             for i in range(0, end, 1 << 20)]
-    return _np.concatenate(parts) if parts else _np.zeros(0, dtype=_np.int64)
+    With numpy: one `== 10` pass, then `count_nonzero` of the stretches between points (0.15 ns/byte against
+    0.4 for `bytes.count`, which is what remains without numpy)."""
+    _np = numpy_or_none()
+    before: list[int] = []
+    n = prev = 0
+    if _np is None:
+        for p in points:
+            n += buf.count(b"\n", prev, p)
+            prev = p
+            before.append(n)
+        return before, n + buf.count(b"\n", prev, end)
+    eq = _np.frombuffer(memoryview(buf)[:end], dtype=_np.uint8) == 10
+    count = _np.count_nonzero
+    for p in points:
+        n += int(count(eq[prev:p]))
+        prev = p
+        before.append(n)
+    return before, n + int(count(eq[prev:end]))
 
 
 class _Lines:
     """Per-source state of the hot loop."""
 
-    def __init__(self, ctx: SourceCtx, acc: ScanResult, needles: tuple[bytes, ...]) -> None:
+    def __init__(self, ctx: SourceCtx, acc: ScanResult, search: Search) -> None:
         self.ctx = ctx
         self.acc = acc
-        self.needles = needles
+        self.search = search
+        self.kernel_needle = KERNEL_NEEDLES[0] if KERNEL_NEEDLES[0] in search.needles else None
         self.lines = 0
         self.tail: list[tuple[int, bytes]] = []  # last lines of the previous buffer, for the lookback
         self.supp_done: set[int] = set()
@@ -304,9 +293,6 @@ class _Lines:
     def buffer(self, buf: bytes | bytearray, end: int) -> None:
         """buf[:end] is whole lines, each ending with a newline."""
         find, rfind = buf.find, buf.rfind
-        _np = _numpy()
-        nlpos = newline_positions(buf, end) if _np is not None else None
-        nl = len(nlpos) if nlpos is not None else count_lines(buf, end)
         # binary garbage: lines with a NUL byte (memchr speed)
         i = find(b"\x00", 0, end)
         while i != -1:
@@ -315,15 +301,13 @@ class _Lines:
             i = find(b"\x00", e, end)
         starts: dict[int, int] = {}
         lookback: list[int] = []
-        for nd in self.needles:
-            i = find(nd, 0, end)
-            while i != -1:
-                s = rfind(b"\n", 0, i) + 1
-                e = find(b"\n", i, end)
-                starts[s] = e
-                if nd == KERNEL_NEEDLES[0]:  # (equality: needles may come pickled to a worker)
-                    lookback.append(s)
-                i = find(nd, e, end)
+        kernel_needle = self.kernel_needle
+        for i, nd in sorted(self.search.find(buf, end)):
+            s = rfind(b"\n", 0, i) + 1
+            if s not in starts:  # (else a second needle in the line)
+                starts[s] = find(b"\n", i, end)
+            if nd == kernel_needle and (not lookback or lookback[-1] != s):  # (equality: pickled to a worker)
+                lookback.append(s)
         from_tail: list[tuple[int, bytes]] = []
         for s in lookback:  # "net_ratelimit: N callbacks suppressed" within the lines before a table-full line
             pe = s
@@ -341,15 +325,9 @@ class _Lines:
         for ln, text in from_tail:
             self.emit(text, ln)
         order = sorted(starts)
-        if nlpos is not None:  # line numbers: how many newlines come before each candidate
-            for s, k in zip(order, _np.searchsorted(nlpos, order).tolist(), strict=True):
-                self.emit(bytes(buf[s:starts[s]]), base + k + 1)
-        else:
-            pos, ln = 0, base
-            for s in order:
-                ln += buf.count(b"\n", pos, s)
-                pos = s
-                self.emit(bytes(buf[s:starts[s]]), ln + 1)
+        before, nl = newlines_before(buf, end, order)  # line numbers
+        for s, k in zip(order, before, strict=True):
+            self.emit(bytes(buf[s:starts[s]]), base + k + 1)
         self.lines = base + nl
         tail: list[tuple[int, bytes]] = []  # the last few lines, for the next buffer's lookback
         pe = end
@@ -432,12 +410,11 @@ def _tail_before(path: str, off: int) -> list[bytes]:
     return b.split(b"\n")[:-1][-kernel.SUPPRESSED_WINDOW:]
 
 
-def _scan_range(path: str, start: int, end: int, ctx: SourceCtx,
-                needles: tuple[bytes, ...]) -> tuple[ScanResult, int, str]:
+def _scan_range(path: str, start: int, end: int, ctx: SourceCtx, search: Search) -> tuple[ScanResult, int, str]:
     """One worker's share of a big plain file; its lines are numbered from 1 within the range."""
     acc = ScanResult()
     info = InputInfo(source=path, host="", daemon="", kinds=[], compression="")
-    st = _Lines(ctx, acc, needles)
+    st = _Lines(ctx, acc, search)
     before = _tail_before(path, start)
     st.tail = [(k - len(before) + 1, text) for k, text in enumerate(before)]  # lines 0, -1, -2 of the range
     with open(path, "rb", buffering=0) as f:
@@ -448,7 +425,8 @@ def _scan_range(path: str, start: int, end: int, ctx: SourceCtx,
 
 def _merge(into: ScanResult, part: ScanResult, line_offset: int, seen_supp: set[tuple[str, int]]) -> None:
     def fix(e: model.Event) -> model.Event:
-        return replace(e, line_no=e.line_no + line_offset) if line_offset else e
+        e.line_no += line_offset  # (in place: the worker's copy is ours alone)
+        return e
 
     into.matched += part.matched
     into.skipped += part.skipped
@@ -481,13 +459,15 @@ def _ranges(path: str, size: int, n: int) -> list[tuple[int, int]]:
     return list(zip(cuts, cuts[1:], strict=False))
 
 
-def _scan_parallel(path: str, size: int, ctx: SourceCtx, needles: tuple[bytes, ...], acc: ScanResult,
+def _scan_parallel(path: str, size: int, ctx: SourceCtx, search: Search, acc: ScanResult,
                    info: InputInfo, workers: int, progress: Progress | None) -> None:
     ranges = _ranges(path, size, workers)
-    # fork: a worker needs nothing but its arguments, and starts in milliseconds
-    with ProcessPoolExecutor(max_workers=len(ranges), mp_context=multiprocessing.get_context("fork")) as pool:
-        futs = [pool.submit(_scan_range, path, a, b, ctx, needles) for a, b in ranges]
-        results = [f.result() for f in futs]
+    # fork: a worker needs nothing but its arguments, and starts in milliseconds. This process reads the first
+    # range itself: one result fewer to pickle and send back (their events cost ~0.15 s a GiB)
+    with ProcessPoolExecutor(max_workers=max(1, len(ranges) - 1),
+                             mp_context=multiprocessing.get_context("fork")) as pool:
+        futs = [pool.submit(_scan_range, path, a, b, ctx, search) for a, b in ranges[1:]]
+        results = [_scan_range(path, *ranges[0], ctx, search)] + [f.result() for f in futs]
     offset = 0
     seen = {(e.source, e.line_no) for e in acc.events if e.kind == model.SUPPRESSED}
     for (part, lines, err), (_a, b) in zip(results, ranges, strict=True):
@@ -500,105 +480,9 @@ def _scan_parallel(path: str, size: int, ctx: SourceCtx, needles: tuple[bytes, .
     info.lines, info.bytes = offset, size
 
 
-def _count(path: str, acc: ScanResult, progress: Progress | None, source: str, total: int) -> tuple[int, int]:
-    """Lines and bytes of a plain file, and its NUL-byte (garbage) lines, read in big binary chunks."""
-    lines = done = 0
-    last = b"\n"
-    buf = bytearray(CHUNK)
-    mv = memoryview(buf)
-    _np = _numpy()
-    with open(path, "rb", buffering=0) as f:
-        while True:
-            n = f.readinto(mv)
-            if not n:
-                break
-            done += n
-            if _np is not None:
-                lines += sum(int(_np.count_nonzero(_np.frombuffer(mv[i:min(i + (1 << 20), n)], dtype=_np.uint8) == 10))
-                             for i in range(0, n, 1 << 20))
-            else:
-                lines += buf.count(b"\n", 0, n)
-            i = buf.find(b"\x00", 0, n)
-            while i != -1:  # a NUL line that straddles two chunks is counted twice; harmless
-                e = buf.find(b"\n", i, n)
-                acc.skipped += 1
-                if e == -1:
-                    break
-                i = buf.find(b"\x00", e, n)
-            last = bytes(buf[n - 1:n])
-            if progress is not None:
-                progress(source, done, total)
-    if done and last != b"\n":
-        lines += 1
-    return lines, done
-
-
-def _scan_grep(path: str, ctx: SourceCtx, acc: ScanResult, info: InputInfo, size: int, needles: tuple[bytes, ...],
-               progress: Progress | None) -> bool:
-    """GNU grep finds the candidate lines (all needles in one pass, in C, in its own process) while this
-    process counts lines; False if grep cannot be used (the caller then runs the Python loop)."""
-    grep = shutil.which("grep")
-    if grep is None:
-        return False
-    argv = [grep, "-a", "-n", "-b", "-o", "-F"]  # -o: only the needle is printed, so the output is ASCII
-    for nd in (*needles, SUPPRESSED) if KERNEL_NEEDLES[0] in needles else needles:
-        argv += ["-e", nd.decode()]
-    argv += ["--", path]
-    skipped_before = acc.skipped
-    done: runner.Completed | None = None
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        fut = pool.submit(runner.run, argv, timeout=120 + size / 20e6, env={"LC_ALL": "C"})
-        try:
-            lines, nbytes = _count(path, acc, progress, info.source, size)
-        finally:
-            try:
-                done = fut.result()
-            except CommandFailed:
-                done = None
-    if done is None or done.returncode not in (0, 1):
-        acc.skipped = skipped_before
-        return False
-    hits: dict[int, int] = {}
-    for row in done.stdout.splitlines():
-        a, _, rest = row.partition(":")
-        b, _, _needle = rest.partition(":")
-        if a.isdigit() and b.isdigit():
-            hits.setdefault(int(a), int(b))
-    info.via, info.lines, info.bytes = "grep", lines, nbytes
-    if not hits:
-        return True
-    supp: list[model.Event] = []
-    full_lines: set[int] = set()
-    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-        n = len(mm)
-        for ln in sorted(hits):
-            off = hits[ln]
-            if off >= n or ln > lines:
-                continue  # the file grew while we read it
-            s = mm.rfind(b"\n", 0, off) + 1
-            e = mm.find(b"\n", off)
-            line = mm[s: e if e != -1 else n]
-            if b"\x00" in line:
-                continue  # counted as garbage already
-            got = parse_line(line[:MAX_PARSE].decode("utf-8", "replace"), ln, ctx)
-            if got is SKIPPED:
-                acc.skipped += 1
-            elif isinstance(got, model.Event):
-                if got.kind == model.SUPPRESSED:
-                    supp.append(got)
-                    continue
-                if got.kind == model.TABLE_FULL:
-                    full_lines.add(ln)
-                acc.add(got)
-    for ev in supp:  # the same rule as the Python loop's lookback
-        if any(ev.line_no + k in full_lines for k in range(1, kernel.SUPPRESSED_WINDOW + 1)):
-            acc.add(ev)
-    return True
-
-
 def scan(specs: Iterable[InputSpec], make_ctx: Callable[[str, str, str], SourceCtx], *,
-         progress: Progress | None = None, workers: int | None = None, use_grep: bool = True,
-         grep_min_bytes: int = GREP_MIN_BYTES, parallel_min_bytes: int = PARALLEL_MIN_BYTES) -> ScanResult:
+         progress: Progress | None = None, workers: int | None = None, use_numpy: bool = True,
+         parallel_min_bytes: int = PARALLEL_MIN_BYTES) -> ScanResult:
     """Read every input; unreadable ones are reported in `inputs[].error`, never raised."""
     acc = ScanResult()
     if workers is None:
@@ -622,15 +506,13 @@ def scan(specs: Iterable[InputSpec], make_ctx: Callable[[str, str, str], SourceC
             head = _peek_head(stream, spec.path, plain)
             info.kinds = sample_kinds(head)
             needles = needles_for(daemon, head)
-            # grep with one or two -F patterns is no faster than Python's find over one needle
-            if plain and use_grep and size >= grep_min_bytes and len(needles) >= 3 and \
-                    _scan_grep(spec.path, ctx, acc, info, size, needles, progress):
-                pass
-            elif plain and workers > 1 and size >= parallel_min_bytes and needles != LAB_NEEDLES:
+            search = Search(needles, head, use_numpy=use_numpy)
+            info.via = "numpy" if search.hashed else "python"
+            if plain and workers > 1 and size >= parallel_min_bytes and needles != LAB_NEEDLES:
                 # (a lab recording is read in order: its drop counter is cumulative)
-                _scan_parallel(spec.path, size, ctx, needles, acc, info, workers, progress)
+                _scan_parallel(spec.path, size, ctx, search, acc, info, workers, progress)
             else:
-                st = _Lines(ctx, acc, needles)
+                st = _Lines(ctx, acc, search)
                 info.bytes = _run(st, stream if plain or not head else _Prefixed(head, stream), -1, info,
                                   progress, size)
                 info.lines = st.lines
