@@ -111,10 +111,12 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--path", default="/tmp/ctguard-bench-diagnose.log")
+    ap.add_argument("--reuse", action="store_true", help="use the file at --path if it exists (no generation)")
     args = ap.parse_args()
     size = args.size_mb << 20
     t = time.perf_counter()
-    generate(args.path, size)
+    if not (args.reuse and os.path.exists(args.path)):
+        generate(args.path, size)
     real = os.path.getsize(args.path)
     print(f"generated {real / 2**20:.0f} MiB in {time.perf_counter() - t:.0f} s: {args.path}", flush=True)
     try:
@@ -122,7 +124,7 @@ def main() -> None:
         cmds = {
             "grep -c 'table full'": ["grep", "-c", "table full", args.path],
             "ctguard diagnose --json": [*CTGUARD, "--json", args.path],
-            "ctguard diagnose --json --no-grep": [*CTGUARD, "--json", "--no-grep", args.path],
+            "ctguard diagnose --json --workers 1": [*CTGUARD, "--json", "--workers", "1", args.path],
         }
         best: dict[str, tuple[float, float]] = {}
         for _ in range(args.repeat):
