@@ -236,3 +236,23 @@ def test_lab_recording_series(tmp_path: Path) -> None:
     assert [p.daemon for p in inc.restarted] == ["osd.0"] and [p.daemon for p in inc.marked_down] == ["osd.1"]
     assert inc.kernel[0].netns == ["4026532867"] and res.inputs[0].kinds == ["kernel-counters"]
     assert doc["incidents"][0]["drops_counted"] == 58  # type: ignore[index]
+
+
+def test_background_faults_all_day_do_not_stretch_the_incident_back(tmp_path: Path) -> None:
+    """A host whose clients fault a few times a minute all day: the incident starts within --lookback of the
+    first drop, not at the start of the log (the reach-back once walked through all contiguous activity)."""
+    fault = ("Aug  6 {t} cartman06 ceph-osd[2231]: 2014-08-06 {t}.123456 7f92f25a8700 10 -- 10.0.0.6:6800/2231 >> "
+             "10.0.9.{p}:0/1001 pipe(0x1 sd=3 :6800 s=2 pgs=7 cs=1 l=1 c=0x2).fault on lossy channel, failing")
+    drop = "Aug  6 {t} cartman06 kernel: [ 1234.5] nf_conntrack: table full, dropping packet"
+    lines = []
+    for s in range(0, 12 * 3600, 20):  # 06:00 .. 18:00, one fault every 20 s
+        t = f"{6 + s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}"
+        lines.append(fault.format(t=t, p=s % 200))
+        if s == 10 * 3600:  # 16:00:00
+            lines += [drop.format(t=t)] * 3
+    p = tmp_path / "syslog"
+    p.write_text("\n".join(lines) + "\n")
+    _res, incs, doc = diagnose(str(p), lookback=600.0)
+    (inc,) = incs
+    first_drop = calendar.timegm((2014, 8, 6, 16, 0, 0, 0, 0, 0))
+    assert first_drop - 600 <= inc.start <= first_drop and inc.drops_logged == 3
