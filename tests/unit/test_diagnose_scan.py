@@ -193,3 +193,16 @@ def test_file_name_host_is_a_hint(tmp_path: Path) -> None:
     r = run(str(p), str(k))
     assert [(e.host, e.daemon) for e in r.events] == [("stor7", "osd.2"), ("other", "kernel")]
     assert run(f"h9={p}").events[0].host == "h9"
+
+
+@pytest.mark.parametrize("use_numpy", [True, False])
+def test_every_lossy_fault_and_session_reset_shape_is_a_candidate(tmp_path: Path, use_numpy: bool) -> None:
+    from test_diagnose_parsers import MESSENGER
+
+    p = tmp_path / "ceph-osd.3.log"
+    p.write_text("".join(line + "\n" for line, *_ in MESSENGER))
+    r = run(str(p), workers=1, use_numpy=use_numpy)
+    found = {b.first.line_no for b in r.buckets.values()} | {e.line_no for e in r.events}
+    want = {n for n, (_line, kind, *_rest) in enumerate(MESSENGER, 1) if kind in (model.MS_FAULT, model.MS_RESET)}
+    assert want and want <= found
+    assert any(e.kind == model.MS_RESET for e in r.events)

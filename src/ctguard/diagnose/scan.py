@@ -37,6 +37,8 @@ DAEMON_NEEDLES: tuple[bytes, ...] = (
     b"done with init",  # done with init, starting boot process (OSD process start)
     b"slow requests",  # N slow requests (Firefly..Mimic), also the cluster log's REQUEST_SLOW
     b"slow ops, oldest",  # N slow ops, oldest is/one ... (Nautilus on), also the cluster log's SLOW_OPS
+    b"RESETSESSION",  # connect got RESETSESSION (Simple, AsyncMessenger v1): the peer dropped our session
+    b"session reset",  # handle_session_reset received session reset (ProtocolV2)
 )
 SIMPLE_NEEDLES: tuple[bytes, ...] = (b"couldn't read tag", b"writer finishing")  # SimpleMessenger teardown
 LAB_NEEDLES: tuple[bytes, ...] = (b'"kind": "meta"', b'"kind": "ct"', b'"kind": "event"', b'"kind": "boot"',
