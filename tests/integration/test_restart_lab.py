@@ -215,3 +215,47 @@ def test_shrunk_headroom_kill_9_mid_run_then_resume_no_drops(lab: LabFixture, tm
     finished = Journal(str(state)).load(st.run_id)
     assert finished.status == "done" and finished.done == set(lab.lab.osd_ids(h1))
     lab.assert_healthy(before)
+
+
+LIBRADOS_PROBE = """
+import json, sys
+from ctguard.ceph.client import client_for
+c = client_for(["ceph", "-c", sys.argv[1]], timeout=20, via="librados")
+tree, dump, pgs, ok = c.osd_tree(), c.osd_dump(), c.pg_stat(), c.ok_to_stop([0], max_osds=3)
+c.set_flag("noout")
+flags = sorted(c.flags())
+c.unset_flag("noout")
+print(json.dumps({"via": c.via, "hosts": {h: list(v) for h, v in tree.hosts.items()},
+                  "up": sorted(i for i, o in dump.osds.items() if o.up), "num_pgs": pgs.num_pgs,
+                  "ok": ok.ok, "ok_osds": list(ok.osds), "flags_while_set": flags,
+                  "flags_after": sorted(c.flags())}))
+"""
+
+
+def test_librados_answers_as_the_cli_does(lab: LabFixture, tmp_path: Path) -> None:
+    """The real binding (python3-rados, from the system's site directory) against the real mon and mgr, run in
+    the mon's namespace; then a dry run of `ctguard restart` through it, end to end."""
+    from ctguard.ceph.librados import rados_module
+
+    if rados_module() is None:
+        pytest.fail("python3-rados is not importable: run scripts/setup.sh (ceph-common brings it)")
+    mon_ns, conf = lab.lab.state.mon_ns, lab.lab.conf
+    p = subprocess.run(["ip", "netns", "exec", mon_ns, sys.executable, "-c", LIBRADOS_PROBE, conf],
+                       capture_output=True, text=True, timeout=120, env=env())
+    assert p.returncode == 0, p.stderr[-3000:]
+    got = json.loads(p.stdout)
+    cli_tree, cli_dump, cli_pgs = lab.ceph.osd_tree(), lab.ceph.osd_dump(), lab.ceph.pg_stat()
+    assert got["via"] == "librados"
+    assert got["hosts"] == {h: list(v) for h, v in cli_tree.hosts.items()}
+    assert got["up"] == sorted(i for i, o in cli_dump.osds.items() if o.up)
+    assert got["num_pgs"] == cli_pgs.num_pgs
+    assert got["ok"] and 0 in got["ok_osds"]
+    assert "noout" in got["flags_while_set"] and "noout" not in got["flags_after"]
+    assert "noout" not in cli_dump.flags
+    dry = subprocess.run(["ip", "netns", "exec", mon_ns, *CT, "restart", "--dry-run", "--json", "--ceph-cmd",
+                          f"ceph -c {conf}", "--ceph-via", "librados", "--state-dir", str(tmp_path / "s"),
+                          "--reserve", RESERVE, "--backend", "cephadm", "0"], capture_output=True, text=True,
+                         timeout=120, env=env())
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    doc = json.loads(dry.stdout)
+    assert doc["ceph"] == "librados" and doc["plan"] and doc["pgs"]["num_pgs"] == cli_pgs.num_pgs

@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from ctguard.ceph.client import CephClient
+from ctguard.ceph.client import client_for
 from ctguard.cli.common import handle_errors, json_option, print_json
 from ctguard.errors import BadInput, Exit
 from ctguard.kernel.netns import Netns
@@ -145,6 +145,9 @@ def _render_dry_run(doc: dict[str, Any]) -> None:
 @click.option("--lab-dir", default=None, metavar="DIR", help="Parent directory of the lab (as `lab up --dir`).")
 @click.option("--ceph-cmd", default="ceph", show_default=True, help="How to run ceph (split like a shell).")
 @click.option("--ceph-timeout", type=float, default=30.0, show_default=True, help="Seconds per ceph call.")
+@click.option("--ceph-via", type=click.Choice(["auto", "cli", "librados"]), default="auto", show_default=True,
+              help="auto: one librados connection when python3-rados is installed and --ceph-cmd is a plain "
+                   "`ceph [-c CONF] [-n NAME|--id ID] [-k KEYRING] [--cluster NAME]`; else the ceph CLI.")
 @click.option("--gate-source", default="local", show_default=True, metavar="local|exporter|URL",
               help="Read conntrack gates from this kernel, each host's `ctguard exporter`, or a Prometheus URL.")
 @click.option("--exporter-url", default="http://{host}:9477/metrics", show_default=True,
@@ -174,7 +177,8 @@ def _render_dry_run(doc: dict[str, Any]) -> None:
 @json_option
 @handle_errors
 def restart(osds: tuple[str, ...], hosts: tuple[str, ...], local: bool, cluster: bool, backend: str | None,
-            restart_cmd: str | None, lab_prefix: str | None, lab_dir: str | None, ceph_cmd: str, ceph_timeout: float, gate_source: str,
+            restart_cmd: str | None, lab_prefix: str | None, lab_dir: str | None, ceph_cmd: str, ceph_timeout: float, ceph_via: str,
+            gate_source: str,
             exporter_url: str, netns_name: str | None, burst_factor: float, osd_entries: int | None, reserve: int,
             settle: float, max_parallel: int, ok_to_stop_timeout: float, gate_timeout: float, up_timeout: float,
             pg_timeout: float, clean_timeout: float, no_wait_clean: bool, no_noout: bool, no_purge: bool,
@@ -194,7 +198,7 @@ def restart(osds: tuple[str, ...], hosts: tuple[str, ...], local: bool, cluster:
             ceph_argv = shlex.split(ceph_cmd)
         except ValueError as e:
             raise BadInput(f"--ceph-cmd: {e}") from e
-    ceph = CephClient(ceph_argv, timeout=ceph_timeout)
+    ceph = client_for(ceph_argv, timeout=ceph_timeout, via=ceph_via)
     kind = backend or ("lab" if lab is not None else "cmd" if restart_cmd else "systemd")
     be = make_backend(kind, ceph=ceph, template=restart_cmd, lab=lab)
 

@@ -197,7 +197,7 @@ class Engine:
         else:
             self.run_id = self.journal.start_run(self.plan.to_json(), self.opt.journal_view())
         self.emit("plan", run_id=self.run_id, resumed=resume is not None, hosts=self.plan.to_json(),
-                  done=sorted(self.done), backend=self.backend.name, burst_factor=self.factor)
+                  done=sorted(self.done), backend=self.backend.name, burst_factor=self.factor, ceph=self.ceph.via)
         code, reason = Exit.OK, "all OSDs restarted"
         try:
             first = next((h.host for h in self.plan.hosts if any(o not in self.done for o in h.osds)), None)
@@ -746,7 +746,7 @@ class Engine:
     def dry_run(self) -> dict[str, Any]:
         """The plan with every gate's current reading; changes nothing (no purge, no noout, no restart)."""
         doc: dict[str, Any] = {"plan": self.plan.to_json(), "backend": self.backend.name,
-                               "burst_factor": self.factor, "hosts": []}
+                               "burst_factor": self.factor, "ceph": self.ceph.via, "hosts": []}
         flags: list[str] = []
         try:
             flags = sorted(self.ceph.flags())

@@ -1,0 +1,5 @@
+"""`python -m ctguard`: the same as the `ctguard` command (handy from a virtualenv or a checkout)."""
+
+from ctguard.cli import main
+
+main()
