@@ -206,3 +206,20 @@ def test_every_lossy_fault_and_session_reset_shape_is_a_candidate(tmp_path: Path
     want = {n for n, (_line, kind, *_rest) in enumerate(MESSENGER, 1) if kind in (model.MS_FAULT, model.MS_RESET)}
     assert want and want <= found
     assert any(e.kind == model.MS_RESET for e in r.events)
+
+
+def test_binary_files_in_a_directory_are_passed_over_but_a_named_one_is_read(tmp_path: Path) -> None:
+    d = tmp_path / "run"
+    d.mkdir()
+    (d / "kern.log").write_bytes((FULL / "cartman06" / "kern.log").read_bytes())
+    png = d / "plot.png"
+    png.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + os.urandom(4000) + b"\n\x00table full\n")
+    (d / "kern.log.2.gz").write_bytes(gzip.compress(b"Aug  6 10:00:00 a kernel: nf_conntrack: table full, "
+                                                    b"dropping packet\n"))
+    walked = run(str(d), workers=1)
+    by = {os.path.basename(i.source): i for i in walked.inputs}
+    assert by["plot.png"].error == scan.BINARY and by["plot.png"].lines == 0
+    assert not by["kern.log"].error and not by["kern.log.2.gz"].error  # compressed logs are not "binary"
+    assert walked.skipped == 0
+    named = run(str(png), workers=1)
+    assert not named.inputs[0].error and named.skipped >= 1  # garbage counted, as for any named input

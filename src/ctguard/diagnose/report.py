@@ -10,7 +10,7 @@ from typing import Any
 
 from ctguard.diagnose import model
 from ctguard.diagnose.correlate import Incident, fmt_ts
-from ctguard.diagnose.scan import ScanResult
+from ctguard.diagnose.scan import BINARY, ScanResult
 
 SCHEMA = 1
 
@@ -78,10 +78,12 @@ def text(doc: dict[str, Any]) -> str:
     """Plain-text report (the CLI adds colour)."""
     out = []
     ln = doc["lines"]
-    out.append(f"Read {ln['read']} lines from {len(doc['inputs'])} input(s): {ln['matched']} matched, "
-               f"{ln['skipped']} skipped (unknown shape or garbage), {ln['ignored']} ordinary.")
+    binary = [i for i in doc["inputs"] if i["error"] == BINARY]
+    out.append(f"Read {ln['read']} lines from {len(doc['inputs']) - len(binary)} input(s): {ln['matched']} matched, "
+               f"{ln['skipped']} skipped (unknown shape or garbage), {ln['ignored']} ordinary."
+               + (f" Not read: {len(binary)} binary file(s) found in the directories." if binary else ""))
     for i in doc["inputs"]:
-        if i["error"]:
+        if i["error"] and i["error"] != BINARY:
             out.append(f"  ! {i['source']}: {i['error']}")
     if not doc["incidents"]:
         out.append("No incident: no conntrack overflow and no OSD trouble in these logs.")

@@ -50,6 +50,7 @@ MAX_LINE = 1 << 20  # a "line" longer than this without a newline is cut (binary
 MAX_PARSE = 8192  # characters of a candidate line given to the parser
 PARALLEL_MIN_BYTES = 32 << 20
 MAX_WORKERS = 4
+BINARY = "binary file, not a log: not read"  # inputs[].error of a binary file found in a directory
 
 
 class Reader(Protocol):
@@ -73,6 +74,7 @@ _MON_SAMPLE_RE = re.compile(rb"ceph-mon|log_channel\(cluster\) log \[\w+\] : osd
 class InputSpec:
     path: str  # "-" for stdin
     host: str = ""
+    walked: bool = False  # found below a directory given on the command line (not named by the user)
 
 
 @dataclass
@@ -132,7 +134,7 @@ def expand(specs: Iterable[InputSpec]) -> list[InputSpec]:
                 for f in sorted(files):
                     p = os.path.join(root, f)
                     if os.path.isfile(p):
-                        out.append(InputSpec(path=p, host=s.host))
+                        out.append(InputSpec(path=p, host=s.host, walked=True))
         else:
             out.append(s)
     return out
@@ -506,6 +508,11 @@ def scan(specs: Iterable[InputSpec], make_ctx: Callable[[str, str, str], SourceC
             plain = not comp and spec.path != "-" and stat.S_ISREG(os.stat(spec.path).st_mode)
             size = os.path.getsize(spec.path) if plain else 0
             head = _peek_head(stream, spec.path, plain)
+            if spec.walked and not comp and b"\x00" in head[:8192]:
+                # a plot, a core or a database next to the logs (a lab run's PNGs, a sosreport): like grep's
+                # binary-file check. A file named on the command line is read anyway, its garbage counted.
+                info.error = BINARY
+                continue
             info.kinds = sample_kinds(head)
             needles = needles_for(daemon, head)
             search = Search(needles, head, use_numpy=use_numpy)
