@@ -47,3 +47,18 @@ def test_lab_scenario_cause(run: Path, sc: dict[str, object]) -> None:
     else:
         assert not conntrack, (name, [i.cause for i in conntrack])
         assert doc["verdict"] in ("OK", "WARN")
+
+
+@pytest.mark.skipif(not RUNS, reason="no lab recording under data/lab yet")
+def test_a_whole_run_directory() -> None:
+    """The directory as an operator would pass it: the PNG plots are passed over, the overflows are one story of
+    restarts, and OSDs the lab stopped cleanly are not said to have been marked down by the monitors."""
+    run = RUNS[-1].parent
+    incs, doc = diagnose(run)
+    binary = [i for i in doc["inputs"] if i["error"] == scan.BINARY]  # type: ignore[index, union-attr]
+    assert {Path(i["source"]).suffix for i in binary} == {".png"}  # type: ignore[index]
+    assert doc["lines"]["skipped"] == 0  # type: ignore[index]
+    assert incs and all(i.conntrack for i in incs if i.drops_counted)
+    overflow = max(incs, key=lambda i: i.drops_counted)
+    assert overflow.cause_kind == "conntrack-overflow-after-restart"
+    assert "ended when the mon marked" not in overflow.cause

@@ -387,8 +387,10 @@ def _cause(inc: Incident, evs: list[model.Event], opts: Options, kernel_inputs: 
                 [Evidence.of(p.ev) for p in sorted(trigger, key=lambda p: p.ts)[:3]] + [
                     Evidence.of(e) for e in (first.first_ev,) if e is not None]))
             kind = CONNTRACK_KINDS[0]
-            summary.append(f"triggered by the restart of {len(trigger)} daemon(s) ({_names(trigger, 4)}) "
-                           f"{_s(first_drop - t0)} before")
+            n_daemons = len({p.daemon for p in trigger if p.daemon}) or len(trigger)
+            what = (f"the restart of {n_daemons} daemon(s)" if n_daemons == len(trigger)
+                    else f"{len(trigger)} restarts of {n_daemons} daemon(s)")  # some daemons restarted twice
+            summary.append(f"triggered by {what} ({_names(trigger, 4)}) {_s(first_drop - t0)} before")
         during = [d for d in fault_daemons if d.first_fault is not None and d.first_fault.ts <= last_drop]
         if during:
             n_during = sum(d.lossy_faults for d in during)
@@ -401,7 +403,9 @@ def _cause(inc: Incident, evs: list[model.Event], opts: Options, kernel_inputs: 
             if kind == "conntrack-overflow":
                 kind = CONNTRACK_KINDS[1]
             summary.append(f"sustained by a lossy-client reconnect loop ({faults} faults from {len(peers)} peers)")
-        downs = [p for p in inc.marked_down if p.ts >= first_drop - 1]
+        # an OSD that marked itself down was stopped (a restart), the monitors did not end anything by it
+        after = [p for p in inc.marked_down if p.ts >= first_drop - 1]
+        downs = [p for p in after if not p.how.startswith("marked itself")]
         if downs:
             t1 = min(p.ts for p in downs)
             claims.append(Claim(
@@ -410,6 +414,9 @@ def _cause(inc: Incident, evs: list[model.Event], opts: Options, kernel_inputs: 
                 f"{fmt(last_drop)}", [Evidence.of(p.ev) for p in downs[:3]]))
             summary.append(f"ended when the mon marked {len(downs)} OSD(s) down {_s(t1 - first_drop)} after "
                            f"the first drop")
+        elif after:
+            summary.append(f"drops stopped at {fmt(last_drop)}; the OSDs that went down meanwhile stopped cleanly "
+                           f"(marked themselves down: {_names(after, 4)})")
         else:
             summary.append(f"drops stopped at {fmt(last_drop)} with no mark-down line in the inputs")
         if not trigger:
