@@ -50,4 +50,10 @@ echo "demo: ${CTGUARD[*]} ${args[*]}"
 rc=0
 "${CTGUARD[@]}" "${args[@]}" || rc=$?
 echo "demo: the comparison is above; time series, logs and plots are under $OUT/"
+# The same run read back as an operator would after an outage: the story from the recorded logs and counters.
+run_dir=$(ls -td "$OUT"/*/ 2>/dev/null | head -1 || true)
+if [ -n "$run_dir" ]; then
+  echo "demo: ${CTGUARD[*]} diagnose $run_dir"
+  "${CTGUARD[@]}" diagnose "$run_dir" || true   # exit 2 = an overflow incident was found, as expected here
+fi
 exit "$rc"
