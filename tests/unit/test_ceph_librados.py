@@ -36,6 +36,9 @@ class FakeRados:
         self.connected = False
         FakeRados.made.append(self)
 
+    def conf_parse_env(self, var: str = "CEPH_ARGS") -> None:
+        self.args["env"] = var
+
     def connect(self, timeout: int = 0) -> None:
         if self.args["name"] == "client.nokey":
             raise FakeError("[errno 2] RADOS object not found (error connecting to the cluster)")
@@ -153,3 +156,12 @@ def test_a_binding_built_for_another_python_is_not_taken(tmp_path: Path, monkeyp
 
 def _no_rados(name: str) -> Any:
     raise ImportError(name)
+
+
+def test_ceph_args_in_the_environment_reach_librados_as_they_reach_the_cli(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CEPH_ARGS", raising=False)
+    _, r = connect()
+    assert "env" not in r.args
+    monkeypatch.setenv("CEPH_ARGS", "--id ops")
+    _, r = connect()
+    assert r.args["env"] == "CEPH_ARGS"

@@ -127,6 +127,8 @@ class RadosConnection:
         try:
             self._cluster = mod.Rados(name=target.name, clustername=target.cluster, conffile=target.conffile,
                                       conf=conf)
+            if os.environ.get("CEPH_ARGS"):  # the CLI honours it (src/ceph.in); so does this connection
+                self._cluster.conf_parse_env()
             self._cluster.connect(timeout=max(1, int(timeout)))
         except mod.Error as e:
             raise CommandFailed(f"librados: cannot connect as {target.name}: {e}") from e
