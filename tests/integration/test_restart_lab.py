@@ -148,6 +148,78 @@ def test_cluster_rolls_host_after_host_reading_exporters(lab: LabFixture, tmp_pa
             lab.all_at_once_burst[e["host"]] = int(e["burst"])
 
 
+PROM_CONFIG = """global:
+  scrape_interval: 1s
+  evaluation_interval: 1s
+scrape_configs:
+  - job_name: ctguard
+    static_configs:
+{targets}
+    relabel_configs:
+      - source_labels: [host]
+        target_label: instance
+"""
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def test_cluster_rolls_reading_a_real_prometheus(lab: LabFixture, tmp_path: Path) -> None:
+    """`--gate-source http://PROMETHEUS`: every gate reading comes from a real Prometheus scraping one
+    `ctguard exporter` per lab host (instance label = host name, the source's default selector)."""
+    from ctguard.restart.gates import PrometheusSource
+
+    prom = shutil.which("prometheus")
+    if prom is None:
+        pytest.fail("prometheus is not installed (Debian package `prometheus`): run scripts/setup.sh")
+    procs: list[subprocess.Popen[bytes]] = []
+    targets = []
+    try:
+        for h in lab.lab.hosts:
+            port = _free_port()
+            procs.append(subprocess.Popen([*CT, "exporter", "--netns", h, "--listen", f"127.0.0.1:{port}",
+                                           "--listen-in-host", "--state-dir", str(tmp_path / f"ex-{h}")],
+                                          env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                          start_new_session=True))
+            targets.append(f"      - targets: ['127.0.0.1:{port}']\n        labels: {{host: '{h}'}}")
+        cfg = tmp_path / "prometheus.yml"
+        cfg.write_text(PROM_CONFIG.format(targets="\n".join(targets)))
+        prom_url = f"http://127.0.0.1:{_free_port()}"
+        procs.append(subprocess.Popen([prom, f"--config.file={cfg}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                                       f"--web.listen-address={prom_url[7:]}"], stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL, start_new_session=True))
+        src = PrometheusSource(prom_url)
+        deadline = time.monotonic() + 60
+        while True:  # both hosts' series stored
+            try:
+                if all(src.read(h).limit > 0 for h in lab.lab.hosts):
+                    break
+            except Exception:  # noqa: BLE001 - not up or not scraped yet
+                pass
+            assert time.monotonic() < deadline, "Prometheus never stored both hosts' series"
+            time.sleep(0.5)
+        before = lab.drops()
+        p = ctguard(*lab.restart_args(tmp_path / "state"), "--cluster", "--gate-source", prom_url)
+    finally:
+        for proc in procs:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)
+    assert p.returncode == 0, p.stderr[-3000:]
+    ev = events(p.stdout)
+    sources = {e["reading"]["source"] for e in ev if e["event"] == "gate" and "reading" in e}
+    assert sources == {f"prometheus:{prom_url}"}, sources
+    batches = [(e["host"], e["osds"]) for e in ev if e["event"] == "batch"]
+    assert sorted(o for _, b in batches for o in b) == sorted(o for h in lab.lab.hosts for o in lab.lab.osd_ids(h))
+    assert [e for e in ev if e["event"] == "done"][0]["exit_code"] == 0
+    lab.assert_healthy(before)
+
+
 def _fill_to(lab: LabFixture, host: str, free: int) -> int:
     from ctguard.lab.fill import fill
 
