@@ -16,7 +16,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from peers import stop_group
 
 from ctguard.ceph.client import CephClient
 from ctguard.kernel.settings import conntrack_settings
@@ -129,8 +129,7 @@ def test_cluster_rolls_host_after_host_reading_exporters(lab: LabFixture, tmp_pa
         p = ctguard(*args)
     finally:
         for proc in procs:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=20)
+            stop_group(proc, timeout=30)
     assert p.returncode == 0, p.stderr[-3000:]
     ev = events(p.stdout)
     if procs:
@@ -208,8 +207,7 @@ def test_cluster_rolls_reading_a_real_prometheus(lab: LabFixture, tmp_path: Path
         p = ctguard(*lab.restart_args(tmp_path / "state"), "--cluster", "--gate-source", prom_url)
     finally:
         for proc in procs:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=30)
+            stop_group(proc, timeout=30)
     assert p.returncode == 0, p.stderr[-3000:]
     ev = events(p.stdout)
     sources = {e["reading"]["source"] for e in ev if e["event"] == "gate" and "reading" in e}
