@@ -10,7 +10,7 @@ Each tool runs --repeat times, alternating, after a warm-up read (the file is in
 the best wall time of each is reported with its CPU time (user+sys of the child). Goal of the issue:
 ctguard's throughput >= 0.25 x grep's.
 
-    PYTHONPATH=src .venv/bin/python benchmarks/bench_diagnose.py [--size-mb 1024] [--repeat 3] [--keep]
+    PYTHONPATH=src .venv/bin/python benchmarks/bench_diagnose.py [--size-mb 1024] [--repeat 3] [--keep] [--shape kern]
 """
 
 from __future__ import annotations
@@ -46,6 +46,17 @@ ORDINARY = [
     "Mar {D} {H}:{M}:{S} stor-03 ceph-osd[2231]: 2024-03-{D2}T{H}:{M}:{S}.{U}+0000 7f3a2b1c0700  0 "
     "bluestore(/var/lib/ceph/osd/ceph-{O}) _kv_sync_thread utilization: idle 9.99 of 10.00, submitted: 12",
 ]
+# --shape kern: a kern.log (only kernel lines: ordinary driver/filesystem/network messages and 0.2 % conntrack)
+KERN_ORDINARY = [
+    "Mar {D} {H}:{M}:{S} stor-03 kernel: [1234{M}{S}.{U}] XFS (sdb1): Ending clean mount",
+    "Mar {D} {H}:{M}:{S} stor-03 kernel: [1234{M}{S}.{U}] mlx5_core 0000:3b:00.{O}: mlx5e_ethtool_get_link_ksettings: "
+    "query port ptys failed: -5",
+    "Mar {D} {H}:{M}:{S} stor-03 kernel: [1234{M}{S}.{U}] IPv6: ADDRCONF(NETDEV_CHANGE): veth{P}: link becomes ready",
+    "Mar {D} {H}:{M}:{S} stor-03 kernel: [1234{M}{S}.{U}] sd 0:0:{O}:0: [sd{P}] tag#{P2} FAILED Result: "
+    "hostbyte=DID_OK driverbyte=DRIVER_OK cmd_age=0s",
+    "Mar {D} {H}:{M}:{S} stor-03 kernel: [1234{M}{S}.{U}] audit: type=1400 audit({PID}.{U}:{P2}): apparmor=\"DENIED\" "
+    "operation=\"open\" profile=\"snap.lxd\" name=\"/proc/{PID}/mounts\" pid={PID} comm=\"lxd\"",
+]
 KERNEL = "Mar {D} {H}:{M}:{S} stor-03 kernel: [1234{M}{S}.{U}] nf_conntrack: nf_conntrack: table full, dropping packet"
 SUPPRESSED = "Mar {D} {H}:{M}:{S} stor-03 kernel: [1234{M}{S}.{U}] net_ratelimit: 49{P2} callbacks suppressed"
 FAULT = ("Mar {D} {H}:{M}:{S} stor-03 ceph-osd[2231]: 2024-03-{D2}T{H}:{M}:{S}.{U}+0000 7f3a2b1c0700  2 --2- "
@@ -60,13 +71,15 @@ EVENTS = [
 ]
 
 
-def block(rnd: random.Random, day: int, hour: int, nbytes: int) -> bytes:
+def block(rnd: random.Random, day: int, hour: int, nbytes: int, shape: str = "syslog") -> bytes:
     out: list[str] = []
     size = 0
     while size < nbytes:
         x = rnd.random()
         if x < 0.002:
             t = KERNEL if rnd.random() < 0.9 else SUPPRESSED
+        elif shape == "kern":
+            t = rnd.choice(KERN_ORDINARY)
         elif x < 0.007:
             t = FAULT
         elif x < 0.0071:
@@ -82,14 +95,14 @@ def block(rnd: random.Random, day: int, hour: int, nbytes: int) -> bytes:
     return ("\n".join(out) + "\n").encode()
 
 
-def generate(path: str, size: int) -> None:
+def generate(path: str, size: int, shape: str = "syslog") -> None:
     rnd = random.Random(2014)
     per_hour = 16 << 20
     done = 0
     with open(path, "wb") as f:
         k = 0
         while done < size:
-            b = block(rnd, 1 + k // 24, k % 24, min(per_hour, size - done))
+            b = block(rnd, 1 + k // 24, k % 24, min(per_hour, size - done), shape)
             f.write(b)
             done += len(b)
             k += 1
@@ -110,13 +123,17 @@ def main() -> None:
     ap.add_argument("--size-mb", type=int, default=1024)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--keep", action="store_true")
-    ap.add_argument("--path", default="/tmp/ctguard-bench-diagnose.log")
+    ap.add_argument("--shape", choices=["syslog", "kern"], default="syslog",
+                    help="syslog: an OSD host's mixed syslog (the issue's benchmark); kern: a kern.log")
+    ap.add_argument("--path", default=None, help="default /tmp/ctguard-bench-diagnose-SHAPE.log")
     ap.add_argument("--reuse", action="store_true", help="use the file at --path if it exists (no generation)")
     args = ap.parse_args()
+    if args.path is None:
+        args.path = f"/tmp/ctguard-bench-diagnose-{args.shape}.log"
     size = args.size_mb << 20
     t = time.perf_counter()
     if not (args.reuse and os.path.exists(args.path)):
-        generate(args.path, size)
+        generate(args.path, size, args.shape)
     real = os.path.getsize(args.path)
     print(f"generated {real / 2**20:.0f} MiB in {time.perf_counter() - t:.0f} s: {args.path}", flush=True)
     try:
