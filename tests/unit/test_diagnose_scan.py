@@ -223,3 +223,13 @@ def test_binary_files_in_a_directory_are_passed_over_but_a_named_one_is_read(tmp
     assert walked.skipped == 0
     named = run(str(png), workers=1)
     assert not named.inputs[0].error and named.skipped >= 1  # garbage counted, as for any named input
+
+
+@pytest.mark.parametrize("use_numpy", [True, False])
+def test_a_long_line_full_of_needles_is_one_candidate(tmp_path: Path, use_numpy: bool) -> None:
+    p = tmp_path / "syslog"
+    junk = b"x lossy channel heartbeat_check , dropping packet" * 20000  # ~1 MB, 60,000 needles in one line
+    p.write_bytes(b"Aug  6 10:00:00 a kernel: nf_conntrack: table full, dropping packet\n" + junk + b"\n"
+                  + b"Aug  6 10:00:01 a kernel: nf_conntrack: table full, dropping packet\n")
+    r = run(str(p), workers=1, use_numpy=use_numpy)
+    assert r.read == 3 and [e.line_no for e in r.events] == [1, 3] and r.skipped == 1

@@ -306,10 +306,13 @@ class _Lines:
         starts: dict[int, int] = {}
         lookback: list[int] = []
         kernel_needle = self.kernel_needle
+        s = e = -1
         for i, nd in sorted(self.search.find(buf, end)):
-            s = rfind(b"\n", 0, i) + 1
-            if s not in starts:  # (else a second needle in the line)
-                starts[s] = find(b"\n", i, end)
+            if i > e:  # a new line; later needles in the same line cost nothing (a megabyte-long line full of
+                # needles stays linear: no rfind back to its start for each of them)
+                s = rfind(b"\n", 0, i) + 1
+                e = find(b"\n", i, end)
+                starts[s] = e
             if nd == kernel_needle and (not lookback or lookback[-1] != s):  # (equality: pickled to a worker)
                 lookback.append(s)
         from_tail: list[tuple[int, bytes]] = []
