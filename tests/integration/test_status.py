@@ -120,12 +120,27 @@ def test_purge_ends_an_overflow_and_keeps_established(testbed: Testbed, tmp_path
     fill("tcp-est", limit - n_tw, FILL_SRC, ns)
     fill("tcp-tw", n_tw, FILL_SRC, ns, sport=40001)
     assert conntrack_settings(ns).count >= limit
-    assert not _connect(tb.cli, SRV_IP, 6800)
+    # Above 95 % full the kernel's GC early-drops closing entries (gc_worker, nf_conntrack_max95), and on a
+    # machine whose other namespaces keep the shared GC busy it may free some before the connection comes:
+    # top the table up with TIME_WAIT entries and try again (one SYN each: 0.5 s < the 1 s retransmission).
+    tw_added, nxt = n_tw, n_tw
+    for _attempt in range(20):
+        gap = limit - conntrack_settings(ns).count
+        if gap > 0:
+            fill("tcp-tw", gap, FILL_SRC, ns, sport=40001, start=nxt)
+            nxt += gap
+            tw_added += gap
+        if not _connect(tb.cli, SRV_IP, 6800, timeout=0.5):
+            break
+    else:
+        pytest.fail("could not hold the table full long enough to refuse a connection")
     out = _ctguard("purge", "--netns", tb.srv, "--json")
     assert out.returncode == 0, out.stderr
     doc = json.loads(out.stdout)
-    assert doc["schema"] == 1
-    assert doc["deleted"] == n_tw and doc["by_state"] == {"TIME_WAIT": n_tw} and doc["failed"] == 0
+    assert doc["schema"] == 1 and doc["failed"] == 0
+    # every TIME_WAIT entry still there went (the GC may have taken some first); nothing else did
+    assert 0 < doc["deleted"] <= tw_added + 20 and doc["by_state"].get("TIME_WAIT", 0) > 0
+    assert set(doc["by_state"]) <= {"TIME_WAIT", "CLOSE", "FIN_WAIT", "CLOSE_WAIT", "LAST_ACK"}
     after = table_status(ns, breakdown=True, state_dir=None)
     assert after.breakdown is not None
     assert after.breakdown.breakdown.by_state.get("TIME_WAIT", 0) == 0
