@@ -28,7 +28,8 @@ from ctguard.diagnose import kernel, model
 from ctguard.diagnose.lines import SKIPPED, SourceCtx, parse_line
 from ctguard.diagnose.needles import Search, numpy_or_none
 
-# Needles (every interesting line contains one). Long needles of unusual characters are the cheapest.
+# Needles (every interesting line contains one). Those of 7 bytes or more cost nothing extra in the hashed pass
+# (needles.py); a shorter one costs a `find` pass of its own.
 KERNEL_NEEDLES: tuple[bytes, ...] = (b", dropping packet",)  # every nf_conntrack/ip_conntrack table-full form
 DAEMON_NEEDLES: tuple[bytes, ...] = (
     b"lossy channel",  # messenger: (_)fault on lossy channel, failing (all messenger generations)
