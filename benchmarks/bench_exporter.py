@@ -26,7 +26,8 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+
+from common import timed
 
 from ctguard.export.breakdown import child_source
 from ctguard.export.client import Scrape, ScrapeClient
@@ -104,12 +105,6 @@ class RawKeepAlive:
 
     def close(self) -> None:
         self.s.close()
-
-
-def timed(fn: Callable[[], object]) -> float:
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
 
 
 def main() -> None:

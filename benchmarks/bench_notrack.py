@@ -27,19 +27,9 @@ from ctguard.firewall.nftrules import load_script
 from ctguard.firewall.spec import build_spec
 from ctguard.kernel.netns import Netns
 from ctguard.lab.fill import fill
-from ctguard.lab.testbed import FILL_SRC, SRV_IP, Testbed
+from ctguard.lab.testbed import FILL_SRC, SRV_IP, Testbed, host_firewall
 
-HOST_FW = """
-table inet tb {
-  chain input {
-    type filter hook input priority filter; policy drop;
-    ip saddr 198.19.0.0/16 drop
-    ct state established,related accept
-    iif "lo" accept
-    tcp dport { 3300, 6789, 6800-7568 } ct state new accept
-  }
-}
-"""
+HOST_FW = host_firewall()
 PEER = Path(__file__).resolve().parent.parent / "tests" / "integration" / "netpeer.py"
 CLIENT = """
 import socket, sys, time

@@ -15,8 +15,9 @@ import argparse
 import statistics
 import subprocess
 import sys
-import time
 from collections.abc import Callable
+
+from common import timed
 
 from ctguard.kernel import ctdump, netns
 from ctguard.kernel import nfnetlink as nl
@@ -42,12 +43,6 @@ def raw_dump(ns: netns.Netns) -> int:
     finally:
         s.close()
     return n
-
-
-def timed(fn: Callable[[], object]) -> float:
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
 
 
 def main() -> None:

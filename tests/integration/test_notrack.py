@@ -27,7 +27,7 @@ from ctguard.firewall import apply_notrack, confirm_notrack, remove_notrack, tra
 from ctguard.firewall.spec import build_spec
 from ctguard.kernel.netns import Netns, entered
 from ctguard.lab.fill import fill
-from ctguard.lab.testbed import CLI_IP, FILL_SRC, SRV_IP, Testbed
+from ctguard.lab.testbed import CLI_IP, FILL_SRC, SRV_IP, Testbed, host_firewall
 
 pytestmark = pytest.mark.integration
 CTGUARD = [sys.executable, "-c", "from ctguard.cli import main; main()"]
@@ -36,18 +36,7 @@ OUTSIDE_CLI = "198.18.2.2"     # a client address outside NET
 SRV_PORTS = (6800, 6789, 8080, 9477, 9100)
 CLI_OSD_PORT = 6801
 
-# A typical stateful host firewall: established first, service ports opened for `ct state new` only.
-HOST_FW = """
-table inet tb {
-  chain input {
-    type filter hook input priority filter; policy drop;
-    ip saddr 198.19.0.0/16 drop
-    ct state established,related accept
-    iif "lo" accept
-    tcp dport { 3300, 6789, 6800-7568, 8080, 9477 } ct state new accept
-  }
-}
-"""
+HOST_FW = host_firewall("8080, 9477")  # plus the test peer's and the exporter's ports
 
 
 @dataclass

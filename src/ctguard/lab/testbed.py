@@ -35,6 +35,25 @@ table inet tb {
 }
 """
 
+CEPH_PORTS = "3300, 6789, 6800-7568"
+
+
+def host_firewall(extra_ports: str = "") -> str:
+    """A typical stateful host firewall: established first, service ports (Ceph's, plus `extra_ports`) opened
+    for `ct state new` only, everything else dropped. What `notrack` must keep closed."""
+    ports = CEPH_PORTS + (f", {extra_ports}" if extra_ports else "")
+    return f"""
+table inet tb {{
+  chain input {{
+    type filter hook input priority filter; policy drop;
+    ip saddr 198.19.0.0/16 drop
+    ct state established,related accept
+    iif "lo" accept
+    tcp dport {{ {ports} }} ct state new accept
+  }}
+}}
+"""
+
 
 class Testbed:
     """Context manager; `Testbed(prefix=None)` picks a unique `ctg<6 hex>` prefix."""
