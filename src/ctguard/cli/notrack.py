@@ -153,7 +153,7 @@ def check(as_json: bool, netns_name: str | None, netns_pid: int | None, state_di
     be = _backend(ns, backend)
     inserts = [transaction.parse_chain_ref(c) for c in insert_accept]
     recovered = transaction.recover(ns, state_dir)  # an expired apply whose watchdog died: keep its promise
-    insp = insp_mod.inspect(ns, be, versions=set(iptrules.families(spec)))
+    insp = insp_mod.inspect(ns, be, versions=set(iptrules.families(spec)), spec=spec)
     jumps = {v: insp.ipt_state.get(f"{be.split('-', 1)[-1]}{v}", (set(), set()))[0] for v in (4, 6)}
     plan = transaction.make_plan(spec, be, inserts, jumps)
     valid, error = True, None

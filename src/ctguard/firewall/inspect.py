@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ctguard.errors import CannotRead, CommandFailed
+from ctguard.firewall import coverage as cov
 from ctguard.firewall import iptrules, nftrules
+from ctguard.firewall.spec import NotrackSpec
 from ctguard.kernel import netns as _netns
 from ctguard.kernel.procfs import net_path
 from ctguard.runner import Completed, Runner, run
@@ -142,9 +144,16 @@ def _has_conditions(rule: dict[str, Any], ignore_untracked: bool = False) -> boo
     return False
 
 
-def judge_nft_chain(where: str, hook: str, policy: str, rules: list[dict[str, Any]]) -> ChainVerdict:
-    """One base chain: would it drop an untracked Ceph packet?"""
+def judge_nft_chain(where: str, hook: str, policy: str, rules: list[dict[str, Any]],
+                    cells: list[cov.Cell] | None = None, sets: cov.NftSets | None = None) -> ChainVerdict:
+    """One base chain: would it drop an untracked Ceph packet? With `cells` (what our notrack rules untrack at
+    this hook), rules that accept Ceph's ports statelessly count too (coverage.py); without, only a
+    `ct state untracked` accept does."""
     review: list[str] = []
+    took: list[str] = []
+    remaining = list(cells) if cells is not None else None
+    if remaining == []:
+        return ChainVerdict(where, hook, "passes", "no untracked Ceph packet of this IP version reaches it")
     for i, rule in enumerate(rules, 1):
         mapped = _vmap_untracked(rule)
         if mapped in ("accept", "drop", "reject"):
@@ -154,31 +163,60 @@ def judge_nft_chain(where: str, hook: str, policy: str, rules: list[dict[str, An
                 note = f"; earlier: {'; '.join(review)}" if review else ""
                 return ChainVerdict(where, hook, "accepts-untracked", f"rule {i} maps ct state untracked to accept{note}")
             else:
-                return _drops(where, hook, f"rule {i} maps ct state untracked to {mapped}", review)
+                return _drops(where, hook, f"rule {i} maps ct state untracked to {mapped}", review, remaining)
         verdict = _verdict(rule)
         if verdict == "accept" and any(_is_untracked_match(e) for e in rule.get("expr", [])):
             if _has_conditions(rule, ignore_untracked=True):
-                review.append(f"rule {i} accepts untracked packets only under further conditions")
+                if remaining is None:
+                    review.append(f"rule {i} accepts untracked packets only under further conditions")
+                    continue
+            else:
+                note = f"; earlier: {'; '.join(review)}" if review else ""
+                return ChainVerdict(where, hook, "accepts-untracked", f"rule {i} accepts ct state untracked{note}")
+        if remaining is not None and verdict in ("accept", "drop", "reject"):
+            m = cov.nft_match(rule, sets)
+            if verdict == "accept":
+                if m.unknown:
+                    _, would = cov.accept(remaining, cov.Match(**{**m.__dict__, "unknown": ()}), hook)
+                    if would:
+                        review.append(f"rule {i} accepts {cov.summary(would)} only if "
+                                      f"{', '.join(m.unknown)} (not judged)")
+                    continue
+                remaining, got = cov.accept(remaining, m, hook)
+                if got:
+                    took.append(f"rule {i} accepts {cov.summary(got)} statelessly")
+                if not remaining:
+                    return ChainVerdict(where, hook, "accepts-untracked",
+                                        "every untracked Ceph packet is accepted before any drop: "
+                                        + "; ".join(took + review))
                 continue
-            note = f"; earlier: {'; '.join(review)}" if review else ""
-            return ChainVerdict(where, hook, "accepts-untracked", f"rule {i} accepts ct state untracked{note}")
+            if m.conditional:
+                hit = cov.dropped_by(remaining, m, hook)
+                if hit:
+                    return _drops(where, hook, f"rule {i} drops {cov.summary(hit)}", review + took, hit)
+                continue
         if verdict in ("drop", "reject") and not _has_conditions(rule):
-            return _drops(where, hook, f"rule {i} drops everything not accepted before it", review)
+            return _drops(where, hook, f"rule {i} drops everything not accepted before it", review + took,
+                          remaining)
         if verdict in ("jump", "goto"):
             review.append(f"rule {i} {verdict}s to another chain (not followed)")
     if policy == "drop":
-        return _drops(where, hook, "policy drop", review)
+        return _drops(where, hook, "policy drop", review + took, remaining)
     return ChainVerdict(where, hook, "passes", "policy accept, no unconditional drop")
 
 
-def _drops(where: str, hook: str, why: str, review: list[str]) -> ChainVerdict:
+def _drops(where: str, hook: str, why: str, notes: list[str], left: list[cov.Cell] | None = None) -> ChainVerdict:
     fam, table, chain = where.split(" ")[1:4]
     fix = f"nft insert rule {fam} {table} {chain} {nftrules.OPERATOR_RULE}"
+    review = [n for n in notes if "statelessly" not in n]
+    what = "untracked Ceph packets are dropped"
+    if left is not None:
+        what = f"dropped there: {cov.summary(left)} ({cov.consequence(left)})"
     if review:
-        return ChainVerdict(where, hook, "review", f"{why}; {'; '.join(review)}", fix)
+        return ChainVerdict(where, hook, "review", f"{why}; {'; '.join(notes)}", fix)
+    extra = f"; {'; '.join(notes)}" if notes else ""
     return ChainVerdict(where, hook, "drops-untracked",
-                        f"{why}, and no `{nftrules.OPERATOR_RULE}` before it: untracked Ceph packets are dropped",
-                        fix)
+                        f"{why}, and no `{nftrules.OPERATOR_RULE}` before it: {what}{extra}", fix)
 
 
 def looks_iptables_nft(table: dict[str, Any], chains: list[dict[str, Any]]) -> bool:
@@ -189,9 +227,12 @@ def looks_iptables_nft(table: dict[str, Any], chains: list[dict[str, Any]]) -> b
     return any(n in names for n in ("INPUT", "OUTPUT", "PREROUTING", "FORWARD", "POSTROUTING")) or not names
 
 
-def analyse_nft(items: list[dict[str, Any]], insp: Inspection, versions: set[int] | None = None) -> bool:
+def analyse_nft(items: list[dict[str, Any]], insp: Inspection, versions: set[int] | None = None,
+                spec: NotrackSpec | None = None) -> bool:
     """Fill `insp` from `nft -j list ruleset`; returns whether iptables-nft tables are present. Chains of
-    family ip/ip6 are judged only when the exemption has networks of that IP version (`versions`)."""
+    family ip/ip6 are judged only when the exemption has networks of that IP version (`versions`). With the
+    exemption's `spec`, stateless accepts of what it untracks count (coverage.py)."""
+    sets = cov.NftSets.of(items)
     fam_ok = {"inet": True, "ip": versions is None or 4 in versions, "ip6": versions is None or 6 in versions}
     tables = [i["table"] for i in items if "table" in i]
     chains = [i["chain"] for i in items if "chain" in i]
@@ -229,7 +270,10 @@ def analyse_nft(items: list[dict[str, Any]], insp: Inspection, versions: set[int
         mine = [r for r in rules if (r.get("family"), r.get("table"), r.get("chain"))
                 == (c.get("family"), c.get("table"), c.get("name"))]
         where = f"nft {c.get('family')} {c.get('table')} {c.get('name')}"
-        insp.chains.append(judge_nft_chain(where, str(c.get("hook")), str(c.get("policy", "accept")), mine))
+        hook = str(c.get("hook"))
+        fam_versions = {"inet": (4, 6), "ip": (4,), "ip6": (6,)}[str(c.get("family"))]
+        cells = cov.cells(spec, hook, fam_versions) if spec is not None else None
+        insp.chains.append(judge_nft_chain(where, hook, str(c.get("policy", "accept")), mine, cells, sets))
     return ipt_nft
 
 
@@ -237,9 +281,11 @@ def _is_notrack(rule: dict[str, Any]) -> bool:
     return any("notrack" in e for e in rule.get("expr", []))
 
 
-def judge_iptables(label: str, save_text: str, ours_first: bool) -> list[ChainVerdict]:
+def judge_iptables(label: str, save_text: str, ours_first: bool,
+                   spec: NotrackSpec | None = None) -> list[ChainVerdict]:
     """INPUT/OUTPUT of the filter table from `iptables-save` text. `ours_first`: ctguard's iptables backend
-    is (or will be) in place, whose jump sits at the top of INPUT/OUTPUT."""
+    is (or will be) in place, whose jump sits at the top of INPUT/OUTPUT. With `spec`, rules that accept what
+    the exemption untracks statelessly (`-s NET -p tcp -m multiport --dports ...`) count (coverage.py)."""
     out: list[ChainVerdict] = []
     table = ""
     policies: dict[str, str] = {}
@@ -254,13 +300,20 @@ def judge_iptables(label: str, save_text: str, ours_first: bool) -> list[ChainVe
             toks = line.split()
             if toks[1] in rules:
                 rules[toks[1]].append(line)
+    version = 6 if "IPv6" in label else 4
     for chain, hook in (("INPUT", "input"), ("OUTPUT", "output")):
         if chain not in policies:
             continue
         where = f"{label} filter {chain}"
         cmd = label.split(" ")[0].replace("iptables", "ip6tables") if "IPv6" in label else label.split(" ")[0]
         fix = f"{cmd} -I {chain} 1 -m conntrack --ctstate UNTRACKED -j ACCEPT"
+        remaining = cov.cells(spec, hook, (version,)) if spec is not None else None
+        took: list[str] = []
+        review: list[str] = []
         verdict: ChainVerdict | None = None
+        if remaining == []:
+            out.append(ChainVerdict(where, hook, "passes", "no untracked Ceph packet of this IP version reaches it"))
+            continue
         for i, line in enumerate(rules[chain], 1):
             toks = line.split()
             target = toks[toks.index("-j") + 1] if "-j" in toks else ""
@@ -270,22 +323,58 @@ def judge_iptables(label: str, save_text: str, ours_first: bool) -> list[ChainVe
             if target == "ACCEPT" and "UNTRACKED" in line and ("--ctstate" in line or "--state" in line):
                 conds = [t for t in toks if t.startswith("-") and t not in
                          ("-A", "-j", "-m", "--ctstate", "--state")]
-                if conds:
+                if not conds:
+                    verdict = ChainVerdict(where, hook, "accepts-untracked", f"rule {i} accepts UNTRACKED")
+                    break
+                if remaining is None:
                     verdict = ChainVerdict(where, hook, "review", f"rule {i} accepts UNTRACKED under conditions",
                                            fix)
-                else:
-                    verdict = ChainVerdict(where, hook, "accepts-untracked", f"rule {i} accepts UNTRACKED")
-                break
+                    break
+            if remaining is not None and target in ("ACCEPT", "DROP", "REJECT"):
+                m = _ipt_rule_match(line)
+                if target == "ACCEPT":
+                    if m.unknown:
+                        _, would = cov.accept(remaining, cov.Match(**{**m.__dict__, "unknown": ()}), hook)
+                        if would:
+                            review.append(f"rule {i} accepts {cov.summary(would)} only if "
+                                          f"{', '.join(m.unknown)} (not judged)")
+                        continue
+                    remaining, got = cov.accept(remaining, m, hook)
+                    if got:
+                        took.append(f"rule {i} accepts {cov.summary(got)} statelessly")
+                    if not remaining:
+                        verdict = ChainVerdict(where, hook, "accepts-untracked",
+                                               "every untracked Ceph packet is accepted before any drop: "
+                                               + "; ".join(took + review))
+                        break
+                    continue
+                if m.conditional:
+                    hit = cov.dropped_by(remaining, m, hook)
+                    if hit:
+                        verdict = _ipt_drop(where, hook, f"rule {i} drops {cov.summary(hit)}", fix, ours_first,
+                                            hit, took, review)
+                        break
+                    continue
             if target in ("DROP", "REJECT") and _ipt_unconditional(line):
-                verdict = _ipt_drop(where, hook, f"rule {i} drops everything", fix, ours_first)
+                verdict = _ipt_drop(where, hook, f"rule {i} drops everything", fix, ours_first, remaining, took,
+                                    review)
                 break
         if verdict is None:
             if policies[chain] == "DROP":
-                verdict = _ipt_drop(where, hook, "policy DROP", fix, ours_first)
+                verdict = _ipt_drop(where, hook, "policy DROP", fix, ours_first, remaining, took, review)
             else:
                 verdict = ChainVerdict(where, hook, "passes", "policy ACCEPT, no unconditional DROP")
         out.append(verdict)
     return out
+
+
+def _ipt_rule_match(line: str) -> cov.Match:
+    try:
+        toks = shlex.split(line)
+    except ValueError:
+        return cov.Match(unknown=("an unparsable rule",))
+    end = toks.index("-j") if "-j" in toks else len(toks)
+    return cov.ipt_match(toks[2:end])
 
 
 def _ipt_unconditional(line: str) -> bool:
@@ -300,12 +389,19 @@ def _ipt_unconditional(line: str) -> bool:
     return not toks
 
 
-def _ipt_drop(where: str, hook: str, why: str, fix: str, ours_first: bool) -> ChainVerdict:
+def _ipt_drop(where: str, hook: str, why: str, fix: str, ours_first: bool, left: list[cov.Cell] | None = None,
+              took: Sequence[str] = (), review: Sequence[str] = ()) -> ChainVerdict:
     if ours_first:
         return ChainVerdict(where, hook, "accepts-untracked", f"{why}; ctguard's chain (jumped to first) "
                             "accepts the untracked Ceph packets")
-    return ChainVerdict(where, hook, "drops-untracked",
-                        f"{why}, and no UNTRACKED accept before it: untracked Ceph packets are dropped", fix)
+    what = "untracked Ceph packets are dropped"
+    if left is not None:
+        what = f"dropped there: {cov.summary(left)} ({cov.consequence(left)})"
+    notes = "".join(f"; {n}" for n in [*took, *review])
+    if review:
+        return ChainVerdict(where, hook, "review", f"{why}{notes}", fix)
+    return ChainVerdict(where, hook, "drops-untracked", f"{why}, and no UNTRACKED accept before it: {what}{notes}",
+                        fix)
 
 
 def _legacy_in_use(ns: _netns.Netns | None, version: int) -> bool:
@@ -357,13 +453,14 @@ def inspect(
     firewalld: Callable[[_netns.Netns | None], bool] | None = None,
     legacy_in_use: Callable[[_netns.Netns | None, int], bool] | None = None,
     versions: set[int] | None = None,
+    spec: NotrackSpec | None = None,
 ) -> Inspection:
     """Everything `check` and `apply` need to know about the target's firewall."""
     firewalld = firewalld or _firewalld_in
     legacy_in_use = legacy_in_use or _legacy_in_use
     insp = Inspection()
     items = nft_json(ns, runner)
-    ipt_nft = analyse_nft(items, insp, versions)
+    ipt_nft = analyse_nft(items, insp, versions, spec)
     if insp.own_table != "absent":
         insp.own_table, insp.own_table_text = own_table(ns, runner)
     if insp.own_table == "foreign":
@@ -391,7 +488,7 @@ def inspect(
         label = f"iptables-{kind} (IPv{v})"
         mine = ours_first and backend == f"iptables-{kind}"
         if versions is None or v in versions:
-            insp.chains += judge_iptables(label, done.stdout, mine)
+            insp.chains += judge_iptables(label, done.stdout, mine, spec)
     if seen_legacy:
         insp.managers.append("iptables-legacy")
     if firewalld(ns):

@@ -236,7 +236,7 @@ def apply(
         if prev and prev.get("status") in ("pending", "applying"):
             raise Refused(f"an apply on {ns.label} is still waiting for confirm (journal {jpath}): "
                           "`ctguard notrack confirm` or `remove` first")
-        insp = insp_mod.inspect(ns, backend, runner, versions=set(iptrules.families(spec)))
+        insp = insp_mod.inspect(ns, backend, runner, versions=set(iptrules.families(spec)), spec=spec)
         _check_inserts(insp, inserts, ns, runner)
         if insp.refusals and not force:
             raise Refused("refusing to apply: " + "; ".join(insp.refusals))
