@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ctguard.errors import BadInput
@@ -192,6 +192,37 @@ def consequence(cs: Sequence[Cell]) -> str:
     if any(f.startswith("extra port") for f in flows):
         says.append("the extra ports are unreachable")
     return ", ".join(says)
+
+
+@dataclass
+class Walk:
+    """A chain read top to bottom: what is still untracked-and-not-accepted, and what the rules so far did."""
+
+    hook: str
+    remaining: list[Cell]
+    took: list[str] = field(default_factory=list)
+    review: list[str] = field(default_factory=list)
+
+    def step(self, i: int, m: Match, accepts: bool) -> list[Cell]:
+        """Rule `i` (accept or drop/reject) with conditions `m`; returns the cells a drop rule hits."""
+        if not accepts:
+            return dropped_by(self.remaining, m, self.hook) if m.conditional else []
+        if m.unknown:
+            _, would = accept(self.remaining, replace(m, unknown=()), self.hook)
+            if would:
+                self.review.append(f"rule {i} accepts {summary(would)} only if {', '.join(m.unknown)} (not judged)")
+            return []
+        self.remaining, got = accept(self.remaining, m, self.hook)
+        if got:
+            self.took.append(f"rule {i} accepts {summary(got)} statelessly")
+        return []
+
+    @property
+    def done(self) -> bool:
+        return not self.remaining
+
+    def accepted(self) -> str:
+        return "every untracked Ceph packet is accepted before any drop: " + "; ".join(self.took + self.review)
 
 
 # -- nft JSON -----------------------------------------------------------------------------------------------

@@ -149,11 +149,10 @@ def judge_nft_chain(where: str, hook: str, policy: str, rules: list[dict[str, An
     """One base chain: would it drop an untracked Ceph packet? With `cells` (what our notrack rules untrack at
     this hook), rules that accept Ceph's ports statelessly count too (coverage.py); without, only a
     `ct state untracked` accept does."""
-    review: list[str] = []
-    took: list[str] = []
-    remaining = list(cells) if cells is not None else None
-    if remaining == []:
+    walk = cov.Walk(hook, list(cells)) if cells is not None else None
+    if walk is not None and walk.done:
         return ChainVerdict(where, hook, "passes", "no untracked Ceph packet of this IP version reaches it")
+    review: list[str] = walk.review if walk else []
     for i, rule in enumerate(rules, 1):
         mapped = _vmap_untracked(rule)
         if mapped in ("accept", "drop", "reject"):
@@ -163,55 +162,47 @@ def judge_nft_chain(where: str, hook: str, policy: str, rules: list[dict[str, An
                 note = f"; earlier: {'; '.join(review)}" if review else ""
                 return ChainVerdict(where, hook, "accepts-untracked", f"rule {i} maps ct state untracked to accept{note}")
             else:
-                return _drops(where, hook, f"rule {i} maps ct state untracked to {mapped}", review, remaining)
+                return _drops(where, hook, f"rule {i} maps ct state untracked to {mapped}", walk or review)
         verdict = _verdict(rule)
         if verdict == "accept" and any(_is_untracked_match(e) for e in rule.get("expr", [])):
             if _has_conditions(rule, ignore_untracked=True):
-                if remaining is None:
+                if walk is None:
                     review.append(f"rule {i} accepts untracked packets only under further conditions")
                     continue
             else:
                 note = f"; earlier: {'; '.join(review)}" if review else ""
                 return ChainVerdict(where, hook, "accepts-untracked", f"rule {i} accepts ct state untracked{note}")
-        if remaining is not None and verdict in ("accept", "drop", "reject"):
+        if walk is not None and verdict in ("accept", "drop", "reject"):
             m = cov.nft_match(rule, sets)
-            if verdict == "accept":
-                if m.unknown:
-                    _, would = cov.accept(remaining, cov.Match(**{**m.__dict__, "unknown": ()}), hook)
-                    if would:
-                        review.append(f"rule {i} accepts {cov.summary(would)} only if "
-                                      f"{', '.join(m.unknown)} (not judged)")
-                    continue
-                remaining, got = cov.accept(remaining, m, hook)
-                if got:
-                    took.append(f"rule {i} accepts {cov.summary(got)} statelessly")
-                if not remaining:
-                    return ChainVerdict(where, hook, "accepts-untracked",
-                                        "every untracked Ceph packet is accepted before any drop: "
-                                        + "; ".join(took + review))
-                continue
-            if m.conditional:
-                hit = cov.dropped_by(remaining, m, hook)
-                if hit:
-                    return _drops(where, hook, f"rule {i} drops {cov.summary(hit)}", review + took, hit)
+            hit = walk.step(i, m, verdict == "accept")
+            if walk.done:
+                return ChainVerdict(where, hook, "accepts-untracked", walk.accepted())
+            if hit:
+                return _drops(where, hook, f"rule {i} drops {cov.summary(hit)}", walk, hit)
+            if verdict == "accept" or m.conditional:
                 continue
         if verdict in ("drop", "reject") and not _has_conditions(rule):
-            return _drops(where, hook, f"rule {i} drops everything not accepted before it", review + took,
-                          remaining)
+            return _drops(where, hook, f"rule {i} drops everything not accepted before it", walk or review)
         if verdict in ("jump", "goto"):
             review.append(f"rule {i} {verdict}s to another chain (not followed)")
     if policy == "drop":
-        return _drops(where, hook, "policy drop", review + took, remaining)
+        return _drops(where, hook, "policy drop", walk or review)
     return ChainVerdict(where, hook, "passes", "policy accept, no unconditional drop")
 
 
-def _drops(where: str, hook: str, why: str, notes: list[str], left: list[cov.Cell] | None = None) -> ChainVerdict:
+def _notes(how: cov.Walk | list[str], hit: list[cov.Cell] | None) -> tuple[str, list[str], list[str]]:
+    """(what is dropped, notes, review notes) from a walk (spec known) or a plain review list."""
+    if isinstance(how, list):
+        return "untracked Ceph packets are dropped", list(how), list(how)
+    left = hit if hit is not None else how.remaining
+    return f"dropped there: {cov.summary(left)} ({cov.consequence(left)})", how.review + how.took, how.review
+
+
+def _drops(where: str, hook: str, why: str, how: cov.Walk | list[str], hit: list[cov.Cell] | None = None
+           ) -> ChainVerdict:
     fam, table, chain = where.split(" ")[1:4]
     fix = f"nft insert rule {fam} {table} {chain} {nftrules.OPERATOR_RULE}"
-    review = [n for n in notes if "statelessly" not in n]
-    what = "untracked Ceph packets are dropped"
-    if left is not None:
-        what = f"dropped there: {cov.summary(left)} ({cov.consequence(left)})"
+    what, notes, review = _notes(how, hit)
     if review:
         return ChainVerdict(where, hook, "review", f"{why}; {'; '.join(notes)}", fix)
     extra = f"; {'; '.join(notes)}" if notes else ""
@@ -307,11 +298,9 @@ def judge_iptables(label: str, save_text: str, ours_first: bool,
         where = f"{label} filter {chain}"
         cmd = label.split(" ")[0].replace("iptables", "ip6tables") if "IPv6" in label else label.split(" ")[0]
         fix = f"{cmd} -I {chain} 1 -m conntrack --ctstate UNTRACKED -j ACCEPT"
-        remaining = cov.cells(spec, hook, (version,)) if spec is not None else None
-        took: list[str] = []
-        review: list[str] = []
+        walk = cov.Walk(hook, cov.cells(spec, hook, (version,))) if spec is not None else None
         verdict: ChainVerdict | None = None
-        if remaining == []:
+        if walk is not None and walk.done:
             out.append(ChainVerdict(where, hook, "passes", "no untracked Ceph packet of this IP version reaches it"))
             continue
         for i, line in enumerate(rules[chain], 1):
@@ -326,42 +315,27 @@ def judge_iptables(label: str, save_text: str, ours_first: bool,
                 if not conds:
                     verdict = ChainVerdict(where, hook, "accepts-untracked", f"rule {i} accepts UNTRACKED")
                     break
-                if remaining is None:
+                if walk is None:
                     verdict = ChainVerdict(where, hook, "review", f"rule {i} accepts UNTRACKED under conditions",
                                            fix)
                     break
-            if remaining is not None and target in ("ACCEPT", "DROP", "REJECT"):
+            if walk is not None and target in ("ACCEPT", "DROP", "REJECT"):
                 m = _ipt_rule_match(line)
-                if target == "ACCEPT":
-                    if m.unknown:
-                        _, would = cov.accept(remaining, cov.Match(**{**m.__dict__, "unknown": ()}), hook)
-                        if would:
-                            review.append(f"rule {i} accepts {cov.summary(would)} only if "
-                                          f"{', '.join(m.unknown)} (not judged)")
-                        continue
-                    remaining, got = cov.accept(remaining, m, hook)
-                    if got:
-                        took.append(f"rule {i} accepts {cov.summary(got)} statelessly")
-                    if not remaining:
-                        verdict = ChainVerdict(where, hook, "accepts-untracked",
-                                               "every untracked Ceph packet is accepted before any drop: "
-                                               + "; ".join(took + review))
-                        break
-                    continue
-                if m.conditional:
-                    hit = cov.dropped_by(remaining, m, hook)
-                    if hit:
-                        verdict = _ipt_drop(where, hook, f"rule {i} drops {cov.summary(hit)}", fix, ours_first,
-                                            hit, took, review)
-                        break
+                hit = walk.step(i, m, target == "ACCEPT")
+                if walk.done:
+                    verdict = ChainVerdict(where, hook, "accepts-untracked", walk.accepted())
+                    break
+                if hit:
+                    verdict = _ipt_drop(where, hook, f"rule {i} drops {cov.summary(hit)}", fix, ours_first, walk, hit)
+                    break
+                if target == "ACCEPT" or m.conditional:
                     continue
             if target in ("DROP", "REJECT") and _ipt_unconditional(line):
-                verdict = _ipt_drop(where, hook, f"rule {i} drops everything", fix, ours_first, remaining, took,
-                                    review)
+                verdict = _ipt_drop(where, hook, f"rule {i} drops everything", fix, ours_first, walk)
                 break
         if verdict is None:
             if policies[chain] == "DROP":
-                verdict = _ipt_drop(where, hook, "policy DROP", fix, ours_first, remaining, took, review)
+                verdict = _ipt_drop(where, hook, "policy DROP", fix, ours_first, walk)
             else:
                 verdict = ChainVerdict(where, hook, "passes", "policy ACCEPT, no unconditional DROP")
         out.append(verdict)
@@ -389,18 +363,16 @@ def _ipt_unconditional(line: str) -> bool:
     return not toks
 
 
-def _ipt_drop(where: str, hook: str, why: str, fix: str, ours_first: bool, left: list[cov.Cell] | None = None,
-              took: Sequence[str] = (), review: Sequence[str] = ()) -> ChainVerdict:
+def _ipt_drop(where: str, hook: str, why: str, fix: str, ours_first: bool, walk: cov.Walk | None = None,
+              hit: list[cov.Cell] | None = None) -> ChainVerdict:
     if ours_first:
         return ChainVerdict(where, hook, "accepts-untracked", f"{why}; ctguard's chain (jumped to first) "
                             "accepts the untracked Ceph packets")
-    what = "untracked Ceph packets are dropped"
-    if left is not None:
-        what = f"dropped there: {cov.summary(left)} ({cov.consequence(left)})"
-    notes = "".join(f"; {n}" for n in [*took, *review])
+    what, notes, review = _notes(walk if walk is not None else [], hit)
+    extra = "".join(f"; {n}" for n in notes)
     if review:
-        return ChainVerdict(where, hook, "review", f"{why}{notes}", fix)
-    return ChainVerdict(where, hook, "drops-untracked", f"{why}, and no UNTRACKED accept before it: {what}{notes}",
+        return ChainVerdict(where, hook, "review", f"{why}{extra}", fix)
+    return ChainVerdict(where, hook, "drops-untracked", f"{why}, and no UNTRACKED accept before it: {what}{extra}",
                         fix)
 
 
