@@ -228,7 +228,7 @@ def comparison_table(doc: dict[str, Any]) -> Table:
         t.add_column(col, justify="left" if col in ("scenario", "expected") else "right", no_wrap=True)
     for s in doc["scenarios"]:
         if not s["available"]:
-            t.add_row(s["name"], *[""] * (len(cols) - 4), s["expect"], "n/a")
+            t.add_row(s["name"], *[""] * (len(cols) - 3), s["expect"], "n/a")
             continue
         ok = {True: "[green]yes[/green]", False: "[red]NO[/red]", None: ""}[s["met"]]
         peak = f"{s['peak'] - s['filler']} ({s['peak_over_baseline']:g}x)"
