@@ -71,7 +71,8 @@ def plot_scenario(records: Sequence[Record], path: str, title: str, max_entries:
     ax4.set_ylabel("client ops/s")
     ax4.set_xlabel("seconds")
     for ax in axes:
-        ax.legend(loc="upper right", fontsize=7)
+        if ax.get_legend_handles_labels()[0]:  # a series without client records leaves the last panel empty
+            ax.legend(loc="upper right", fontsize=7)
         ax.grid(alpha=0.3)
     fig.suptitle(title)
     fig.tight_layout()
