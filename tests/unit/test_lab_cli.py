@@ -62,7 +62,7 @@ def _doc() -> dict[str, object]:
     return {"run_id": "r1", "host": "cl-h1", "baseline": 190, "burst": 220, "max": 262144, "scenarios": [
         {"name": "all-at-once", "available": True, "met": True, "peak": 262144, "filler": 261800,
          "peak_over_baseline": 1.8, "free_before": 110, "drops": 870, "overflow_seconds": 12.3,
-         "seconds_to_clean": 22.9, "osds_marked_down": 0, "fault_lines_per_s": 4.4, "client_stalled_s": 0,
+         "seconds_to_clean": 22.9, "osds_marked_down": 0, "fault_lines_per_s": 4.4, "client_blocked_s": 0.0,
          "expect": "drops"},
         {"name": "ctguard-restart", "available": False, "met": None, "expect": "no-drops"},
     ]}

@@ -2,7 +2,10 @@
 
 Panels: the host's conntrack entries (real entries = count - filler, with the table's limit as seen by
 them), packets dropped per second by the full table, and Ceph's view (OSDs up, PGs active+clean) with the
-messenger fault lines per second. Vertical lines mark OSD stops (red), starts (green) and purges (blue).
+messenger fault lines per second, and the librados clients: ops completed per second (all clients) and the
+worst op latency per second (the slowest op completed in it, or the age of the oldest op still in flight at
+its end, whichever is larger), with the seconds in which some op was outstanding > 1 s shaded. Vertical lines
+mark OSD stops (red), starts (green) and purges (blue).
 """
 
 from __future__ import annotations
@@ -23,8 +26,9 @@ def plot_scenario(records: Sequence[Record], path: str, title: str, max_entries:
     ct = [r for r in records if r["kind"] == "ct"]
     ceph = [r for r in records if r["kind"] == "ceph"]
     faults = [r for r in records if r["kind"] == "faults"]
-    fig, axes = plt.subplots(3, 1, figsize=(10, 8), sharex=True)
-    ax1, ax2, ax3 = axes
+    clients = [r for r in records if r["kind"] == "client"]
+    fig, axes = plt.subplots(4, 1, figsize=(10, 10.5), sharex=True)
+    ax1, ax2, ax3, ax4 = axes
     if ct:
         t = [float(r["t"]) for r in ct]
         ax1.plot(t, [int(r["count"]) - filler for r in ct], color="black", lw=1.2, label="entries - filler")
@@ -52,6 +56,8 @@ def plot_scenario(records: Sequence[Record], path: str, title: str, max_entries:
         ax3b.bar([float(r["t"]) + 0.5 for r in faults], [int(r["lines"]) for r in faults], width=1.0,
                  color="purple", alpha=0.3, label="fault lines/s")
         ax3b.set_ylabel("fault lines/s")
+    if clients:
+        _client_panel(ax4, clients)
     for r in records:
         if r["kind"] == "event" and r["event"] in ("stop", "start"):
             for ax in axes:
@@ -62,14 +68,53 @@ def plot_scenario(records: Sequence[Record], path: str, title: str, max_entries:
     ax1.set_ylabel("conntrack entries")
     ax2.set_ylabel("per second")
     ax3.set_ylabel("%")
-    ax3.set_xlabel("seconds")
+    ax4.set_ylabel("client ops/s")
+    ax4.set_xlabel("seconds")
     for ax in axes:
-        ax.legend(loc="upper right", fontsize=7)
+        if ax.get_legend_handles_labels()[0]:  # a series without client records leaves the last panel empty
+            ax.legend(loc="upper right", fontsize=7)
         ax.grid(alpha=0.3)
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
+
+
+def client_series(clients: Sequence[Record]) -> tuple[list[float], list[int], list[float], list[float]]:
+    """Per recorded second (t = its start): ops completed by all clients, worst latency in seconds, and the
+    largest blocked fraction of any client. Series recorded before the asynchronous workload have no
+    `oldest_ms` / `blocked_ms`: those count as 0 (their worst latency is that of completed ops only)."""
+    ops: dict[float, int] = {}
+    worst: dict[float, float] = {}
+    blocked: dict[float, float] = {}
+    for r in clients:
+        t = float(r["t"])
+        ops[t] = ops.get(t, 0) + int(r.get("ops", 0))
+        w = max(float(r.get("worst_ms", 0.0)), float(r.get("oldest_ms", 0.0))) / 1000
+        worst[t] = max(worst.get(t, 0.0), w)
+        blocked[t] = max(blocked.get(t, 0.0), float(r.get("blocked_ms", 0.0)) / 1000)
+    ts = sorted(ops)
+    return ts, [ops[t] for t in ts], [worst[t] for t in ts], [blocked[t] for t in ts]
+
+
+def _client_panel(ax: Any, clients: Sequence[Record]) -> None:
+    ts, ops, worst, blocked = client_series(clients)
+    # a second's record covers [t, t+1): plotted as steps over that second
+    ax.step(ts, ops, where="post", color="black", lw=1, label="ops/s (all clients)")
+    prev = (float("nan"), 0.0)
+    for t, b in zip(ts, blocked, strict=True):
+        if b > 0:
+            # a blocked stretch begins late in its first second and ends early in its last one
+            cont = prev[0] == t - 1 and prev[1] > 0
+            ax.axvspan(t if cont else t + 1 - b, t + b if cont else t + 1, color="red", alpha=0.15, lw=0)
+        prev = (t, b)
+    ax.plot([], [], color="red", alpha=0.3, lw=6, label="an op outstanding > 1 s")
+    ax.set_ylim(bottom=0)
+    axb = ax.twinx()
+    axb.step(ts, worst, where="post", color="darkorange", lw=1.2, label="worst op latency, s")
+    axb.set_ylabel("worst op latency, s")
+    axb.set_ylim(bottom=0)
+    axb.legend(loc="upper left", fontsize=7)
 
 
 def plot_series_file(series: str, png: str) -> None:

@@ -34,6 +34,9 @@ from ctguard.kernel.settings import conntrack_count, conntrack_settings
 from ctguard.lab import config as cfg
 from ctguard.lab import logs
 from ctguard.lab import network as net
+from ctguard.lab.clients import ClientSecond
+from ctguard.lab.clients import parse as parse_client_lines
+from ctguard.lab.clients import summarise as summarise_clients
 from ctguard.lab.cluster import Lab, RestartEvent
 from ctguard.lab.fill import fill
 from ctguard.lab.sampler import Record, Sampler
@@ -103,9 +106,14 @@ class Result:
     fault_lines: int = 0
     fault_lines_per_s: float = 0.0
     fault_peak_per_s: int = 0
-    client_errors: int = 0
-    client_worst_ms: float = 0.0
-    client_stalled_s: int = 0
+    # the librados clients in the window from the first stop (lab/clients.py); None: the lab has no client
+    client_blocked_s: float | None = None  # some op outstanding for more than 1 s
+    client_worst_ms: float | None = None  # slowest op, completed or still in flight
+    client_failed_ops: int | None = None  # errors + timeouts
+    client_timeouts: int | None = None
+    client_ops_per_s: float | None = None
+    client_no_completion_s: int | None = None  # longest run of seconds with ops in flight and none completed
+    client_silent_s: int | None = None  # seconds some client wrote no record (its figures are incomplete)
     slow_ops_peak: int = 0
     purges: list[dict[str, Any]] = field(default_factory=list)
     ended_by: str = ""
@@ -117,6 +125,24 @@ class Result:
     errors: list[str] = field(default_factory=list)
     restarted: int = 0  # OSD starts seen in the window
     loadavg: list[float] = field(default_factory=list)  # 1-min load average at start and end (shared machine)
+
+
+def _client_summary(res: Result, seconds: Sequence[ClientSecond], start: float, end: float,
+                    names: Sequence[str]) -> None:
+    """The client fields of `res` from the clients' per-second records in [start, end) (epoch seconds)."""
+    if not names and not seconds:
+        return
+    cs = summarise_clients(seconds, start, end, names)
+    res.client_blocked_s = cs.blocked_s
+    res.client_worst_ms = cs.worst_ms
+    res.client_failed_ops = cs.failed_ops
+    res.client_timeouts = cs.timeouts
+    res.client_ops_per_s = cs.ops_per_s
+    res.client_no_completion_s = cs.longest_no_completion_s
+    res.client_silent_s = cs.silent_s
+    if cs.silent_s:
+        res.errors.append(f"a librados client wrote no record for {cs.silent_s} s of the window: its blocked "
+                          "time there is unknown (see log/client.N.out)")
 
 
 def restart_available() -> str | None:
@@ -158,6 +184,7 @@ class Reproducer:
         self._notracked = False
         self._faults = logs.FaultSummary()
         self._cev = logs.ClusterEvents()
+        self._clients: list[ClientSecond] = []
         self.spec = cfg.LabSpec(prefix=lab.prefix, hosts=len(lab.hosts),
                                 osds_per_host=max(1, len(lab.osd_ids(self.host))), store=lab.state.store)
 
@@ -253,7 +280,8 @@ class Reproducer:
         self._summarise(res, records, t0, t1, files, offsets)
         self._save(res, sc, records, t0, t1, files, offsets)
         self.progress("result", {k: getattr(res, k) for k in ("name", "peak", "drops", "overflow_seconds",
-                                                               "seconds_to_clean", "osds_marked_down")})
+                                                               "seconds_to_clean", "osds_marked_down",
+                                                               "client_blocked_s")})
         return res
 
     def _notrack_dir(self) -> str:
@@ -414,6 +442,13 @@ class Reproducer:
                     last[i] = pid
 
     # -- summary and records -------------------------------------------------------------------------------
+    def _client_seconds(self, files: list[str], offsets: dict[str, int]) -> list[ClientSecond]:
+        out: list[ClientSecond] = []
+        for f in files:
+            if f.endswith(".jsonl"):
+                out += parse_client_lines(logs.read_from(f, offsets[f]), os.path.basename(f)[:-len(".jsonl")])
+        return out
+
     def _log_files(self) -> list[str]:
         d = os.path.join(self.lab.dir, "log")
         files = [os.path.join(d, f"ceph-osd.{i}.log") for i in self.lab.osd_ids(self.host)]
@@ -456,18 +491,9 @@ class Reproducer:
         clog = os.path.join(self.lab.dir, "log", "ceph.log")
         cev = logs.cluster_events(logs.read_from(clog, offsets.get(clog, 0)), t0, t1)
         res.osds_marked_down = len(cev.failed)
-        for f in files:
-            if f.endswith(".jsonl"):
-                for line in logs.read_from(f, offsets[f]):
-                    try:
-                        c = json.loads(line)
-                    except ValueError:
-                        continue
-                    if t0 + first_stop <= c["t"] <= t1:
-                        res.client_errors += int(c["errors"])
-                        res.client_worst_ms = max(res.client_worst_ms, float(c["worst_ms"]))
-                        if c["ops"] == 0:
-                            res.client_stalled_s += 1
+        self._clients = self._client_seconds(files, offsets)
+        _client_summary(res, self._clients, t0 + first_stop, t1,
+                        [f"client.{c}" for c in range(self.lab.state.clients)])
         if res.expect == "drops":
             res.met = res.drops > 0
         elif res.expect == "no-drops":
@@ -496,18 +522,9 @@ class Reproducer:
                     f.write(json.dumps({"t": round(t, 3), "kind": "marked_down", "osd": osd}) + "\n")
                 for t, osd in self._cev.boot:
                     f.write(json.dumps({"t": round(t, 3), "kind": "boot", "osd": osd}) + "\n")
-                for fpath in files:
-                    if fpath.endswith(".jsonl"):
-                        for line in logs.read_from(fpath, offsets[fpath]):
-                            try:
-                                c = json.loads(line)
-                            except ValueError:
-                                continue
-                            if t0 <= c["t"] <= t1:
-                                f.write(json.dumps({"t": round(c["t"] - t0, 3), "kind": "client",
-                                                    "name": os.path.basename(fpath).split(".jsonl")[0],
-                                                    "ops": c["ops"], "errors": c["errors"],
-                                                    "worst_ms": c["worst_ms"]}) + "\n")
+                for c in self._clients:
+                    if t0 - 1 < c.t <= t1:
+                        f.write(json.dumps({**asdict(c), "t": round(c.t - t0, 3), "kind": "client"}) + "\n")
             with open(os.path.join(rd, f"{res.name}.log"), "w") as f:
                 f.write(f"# {res.name}: cluster log lines (mon, cluster channel) in the window\n")
                 f.writelines(line + "\n" for line in self._cev.lines)
