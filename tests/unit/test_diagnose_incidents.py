@@ -204,7 +204,7 @@ def test_html_report_is_self_contained(tmp_path: Path) -> None:
 
 def test_several_hosts_at_once(tmp_path: Path) -> None:
     a, b = tmp_path / "a.log", tmp_path / "b.log"
-    a.write_text("".join(f"Aug  6 15:2{i}:00 stor-a kernel: nf_conntrack: table full, dropping packet\n" for i in range(3)))
+    a.write_text("".join(f"Aug  6 15:20:{i}0 stor-a kernel: nf_conntrack: table full, dropping packet\n" for i in range(3)))
     b.write_text("Aug  6 15:21:00 stor-b kernel: e1000e: eth0 NIC Link is Up\n")
     osd = tmp_path / "ceph-osd.7.log"
     osd.write_text("2014-08-06 15:19:30.000000 7f92f25a8700 0 osd.7 12345 done with init, starting boot process\n")
@@ -212,7 +212,32 @@ def test_several_hosts_at_once(tmp_path: Path) -> None:
     (inc,) = incs
     assert [k.host for k in inc.kernel] == ["stor-a"]  # only the host whose table overflowed
     assert inc.hosts == ["stor-a", "stor-b"] and [(p.daemon, p.host) for p in inc.restarted] == [("osd.7", "stor-b")]
-    assert doc["incidents"][0]["table_full"][0]["duration_s"] == 120.0  # type: ignore[index]
+    assert doc["incidents"][0]["table_full"][0]["duration_s"] == 20.0  # type: ignore[index]
+
+
+def test_one_incident_per_overflow(tmp_path: Path) -> None:
+    """Two overflows a few minutes apart, each after its own restart, with mark-downs after the first only: two
+    incidents, each with its own drops (logged lines and a drop counter's rises), restarts and mark-downs. The
+    drops of one overflow come a few seconds apart (the rate limit's bursts); 30 drop-free seconds end it."""
+    kern = tmp_path / "h1.kern.log"
+    lines = []
+    for t0 in (0, 200):
+        for s in range(0, 40, 5):
+            lines.append(f"Aug  6 15:{22 + (t0 + 10 + s) // 60:02d}:{(t0 + 10 + s) % 60:02d} h1 kernel: "
+                         f"nf_conntrack: table full, dropping packet")
+    kern.write_text("\n".join(lines) + "\n")
+    cl = tmp_path / "ceph.log"
+    cl.write_text(
+        "2014-08-06 15:22:00.000000 mon.0 10.0.0.1:6789/0 1 : [INF] osd.1 10.0.0.2:6800/1 boot\n"
+        "2014-08-06 15:22:35.000000 mon.0 10.0.0.1:6789/0 2 : [INF] osd.1 10.0.0.2:6800/1 failed "
+        "(3 reports from 3 peers after 21.000 >= grace 20.000)\n"
+        "2014-08-06 15:25:19.000000 mon.0 10.0.0.1:6789/0 3 : [INF] osd.2 10.0.0.2:6804/1 boot\n")
+    _, incs, doc = diagnose(str(kern), f"h1={cl}")
+    assert [i.drops_logged for i in incs] == [8, 8], [i.cause for i in incs]
+    assert [[p.daemon for p in i.restarted] for i in incs] == [["osd.1"], ["osd.2"]]
+    assert [[p.daemon for p in i.marked_down] for i in incs] == [["osd.1"], []]
+    assert "ended when the mon marked 1 OSD(s) down" in incs[0].cause and "mark-down" not in incs[0].cause[-20:]
+    assert "no mark-down line" in incs[1].cause
 
 
 def test_lab_recording_series(tmp_path: Path) -> None:

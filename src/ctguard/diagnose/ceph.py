@@ -127,7 +127,7 @@ def cluster_message(msg: str) -> tuple[str, int, str, str, str] | None:
         m = _NO_REPORT_RE.match(msg)
         if m:
             return (model.MARKED_DOWN, 1, m.group(1), "", f"no {m.group(2)} for {m.group(3)} s")
-    s = slow_message(msg)
+    s = slow_message(msg) if not msg.startswith("Health check cleared") else None  # (it is over)
     if s is not None:
         return (s[0], s[1], "", "", "")
     return None

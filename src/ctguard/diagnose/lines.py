@@ -232,6 +232,17 @@ def _journal_json(text: str, n: int, ctx: SourceCtx) -> Parsed:
     return _message(ts, host, ident, msg, n, ctx, text, daemon_hint=hint)
 
 
+def _lab_osd(v: Any) -> int | None:
+    """The OSD of a lab record: `"osd": 3` (events) or `"osd": "osd.3"` (boot and marked_down records)."""
+    if isinstance(v, int) and not isinstance(v, bool):
+        return v
+    if isinstance(v, str):
+        num = v[4:] if v.startswith("osd.") else v
+        if num.isdigit():
+            return int(num)
+    return None
+
+
 def _lab_record(obj: dict[str, Any], text: str, n: int, ctx: SourceCtx) -> Parsed:
     """A line of a `ctguard lab reproduce` series (data/lab/<run>/<scenario>.jsonl, docs/lab.md): the first
     line (`meta`) gives t0 and the host; `ct` samples carry the kernel's cumulative `drop` counter, the best
@@ -260,8 +271,8 @@ def _lab_record(obj: dict[str, Any], text: str, n: int, ctx: SourceCtx) -> Parse
         if prev is None or drop <= prev:
             return None
         return _ev(ctx, n, text, ts, model.COUNTED_DROPS, host, "kernel", count=drop - prev, detail=st["netns"])
-    osd = obj.get("osd")
-    if not isinstance(osd, int):
+    osd = _lab_osd(obj.get("osd"))
+    if osd is None:
         return None
     if kind == "event" and obj.get("event") == "start":
         return _ev(ctx, n, text, ts, model.OSD_START, host, f"osd.{osd}", detail="process start (lab)")
