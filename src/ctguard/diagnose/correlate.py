@@ -409,7 +409,7 @@ def _incident(start: float, end: float, evs: list[model.Event], bks: list[tuple[
         seen[who] = e.ts
         how = e.detail if e.kind == model.MARKED_DOWN else "wrongly marked me down (OSD log)"
         marked.append(Point(e.daemon, e.host, e.ts, how, e))
-    marked.sort(who=lambda p: p.ts)
+    marked.sort(key=lambda p: p.ts)
     hosts = sorted({e.host for e in evs if e.host} | {b.first.host for _, b in bks if b.first.host})
     inc = Incident(clock=clock, start=start, end=end, hosts=hosts, kernel=sorted(kern.values(), key=lambda k: k.first),
                    daemons=sorted(ds.values(), key=lambda d: (-d.lossy_faults, d.daemon)), restarted=restarted,
