@@ -6,6 +6,7 @@ from __future__ import annotations
 import calendar
 import json
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -33,7 +34,7 @@ def diagnose(*specs: str, year: int | None = 2014, boot: float | None = None,
 def test_the_incident_lines_as_posted() -> None:
     res, incs, doc = diagnose(str(LOGS / "incident-2014"))
     # "fault 0: Success" is not looked at: the "fault on lossy channel" line after it carries the signal
-    assert doc["lines"] == {"read": 7, "matched": 6, "skipped": 0, "ignored": 1}
+    assert doc["lines"] == {"read": 7, "matched": 6, "skipped": 0, "ignored": 1, "duplicates": 0}
     (inc,) = incs
     assert inc.cause_kind == "conntrack-overflow-reconnect-storm"
     assert inc.hosts == ["cartman06"] and inc.drops_logged == 1
@@ -281,3 +282,71 @@ def test_background_faults_all_day_do_not_stretch_the_incident_back(tmp_path: Pa
     (inc,) = incs
     first_drop = calendar.timegm((2014, 8, 6, 16, 0, 0, 0, 0, 0))
     assert first_drop - 600 <= inc.start <= first_drop and inc.drops_logged == 3
+
+
+def _dmesg_t(kern_line: str, drift: int) -> str:
+    """The kern.log line as `dmesg -T` prints it: no host, a ctime stamp that drifts from the wall clock."""
+    m = re.match(r"^(\w{3}) +(\d+) (\d\d:\d\d:\d\d) \S+ kernel: \[[\d. ]+\] (.*)$", kern_line)
+    assert m
+    t = calendar.timegm(time.strptime(f"2014 {m.group(1)} {m.group(2)} {m.group(3)}", "%Y %b %d %H:%M:%S")) + drift
+    return time.strftime("[%a %b %e %H:%M:%S %Y] ", time.gmtime(t)) + m.group(4)
+
+
+@pytest.mark.parametrize("drift", [0, 7, -42])
+def test_kern_log_and_its_dmesg_t_count_each_line_once(tmp_path: Path, drift: int) -> None:
+    """A sosreport-like directory: the host's kern.log and its `dmesg -T` (the ring buffer holds the later
+    part only, and its clock drifts by `drift` s): each kernel line counts once, the kern.log copy is kept."""
+    kern = (FULL / "cartman06" / "kern.log").read_text().splitlines()
+    host = tmp_path / "cartman06"
+    host.mkdir()
+    (host / "kern.log").write_text("\n".join(kern) + "\n")
+    ring = [_dmesg_t(x, drift) for x in kern[len(kern) // 3:] if " kernel: [" in x]
+    (host / "dmesg_-T").write_text("\n".join(ring) + "\n")
+    alone_res, alone, _ = diagnose(str(host / "kern.log"))
+    res, incs, doc = diagnose(str(host))
+    (inc,), (ref,) = incs, alone
+    assert (inc.drops_logged, inc.suppressed) == (ref.drops_logged, ref.suppressed) == (1740, ref.suppressed)
+    assert ref.suppressed > 0 and [k.host for k in inc.kernel] == ["cartman06"]
+    dups = {Path(i["source"]).name: i["duplicates"] for i in doc["inputs"]}  # type: ignore[index, union-attr]
+    assert dups["kern.log"] == 0 and dups["dmesg_-T"] == sum(
+        1 for x in ring if "table full" in x or "callbacks suppressed" in x)
+    assert doc["lines"]["duplicates"] == dups["dmesg_-T"]  # type: ignore[index]
+
+
+def test_journal_json_of_two_hosts_and_their_kern_logs() -> None:
+    """`journalctl -o json` of two hosts (interleaved) plus each host's kern.log: each message once, per host;
+    a host's kern.log is not matched with the other host's journal records."""
+    T = calendar.timegm((2014, 8, 6, 15, 23, 48, 0, 0, 0))
+    ev: list[tuple[float, str, str]] = []
+    for k in range(6):
+        for h, n in (("stor-a", 100 + k), ("stor-b", 311 + k)):
+            t = T + 5 * k + (0.25 if h == "stor-b" else 0.0)
+            ev.append((t, h, f"net_ratelimit: {n} callbacks suppressed"))
+            ev += [(t + 0.0001 * j, h, "nf_conntrack: table full, dropping packet") for j in range(1, 4)]
+    ev.sort()
+    import tempfile
+    with tempfile.TemporaryDirectory() as d:
+        base = Path(d)
+        (base / "journal.json").write_text("".join(json.dumps(
+            {"__REALTIME_TIMESTAMP": str(int(t * 1e6)), "_HOSTNAME": h, "_TRANSPORT": "kernel", "MESSAGE": m}) + "\n"
+            for t, h, m in ev))
+        for h in ("stor-a", "stor-b"):
+            (base / f"{h}.kern.log").write_text("".join(
+                time.strftime("%b %e %H:%M:%S ", time.gmtime(t)) + f"{hh} kernel: [1234.5] {m}\n"
+                for t, hh, m in ev if hh == h))
+        _, incs, doc = diagnose(str(base))
+    (inc,) = incs
+    assert {k.host: (k.drops_logged, k.suppressed) for k in inc.kernel} == {
+        "stor-a": (18, sum(range(100, 106))), "stor-b": (18, sum(range(311, 317)))}
+    assert doc["lines"]["duplicates"] == 48  # type: ignore[index]
+
+
+def test_same_lines_of_unknown_hosts_are_not_merged(tmp_path: Path) -> None:
+    """Two hosts' `dmesg -T` in two directories, no host named anywhere: the same lines at the same seconds may
+    well be two hosts overflowing together, so both count."""
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+        (tmp_path / d / "dmesg_-T").write_text("[Wed Aug  6 15:23:48 2014] nf_conntrack: table full, dropping packet\n"
+                                               "[Wed Aug  6 15:23:49 2014] nf_conntrack: table full, dropping packet\n")
+    _, incs, doc = diagnose(str(tmp_path))
+    assert [i.drops_logged for i in incs] == [4] and doc["lines"]["duplicates"] == 0  # type: ignore[index]

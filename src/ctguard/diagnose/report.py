@@ -66,10 +66,10 @@ def document(res: ScanResult, incidents: list[Incident]) -> dict[str, Any]:
     return {
         "verdict": verdict(incidents),
         "lines": {"read": res.read, "matched": res.matched, "skipped": res.skipped,
-                  "ignored": max(0, res.read - res.matched - res.skipped)},
+                  "ignored": max(0, res.read - res.matched - res.skipped), "duplicates": res.duplicates},
         "inputs": [{"source": i.source, "host": i.host, "daemon": i.daemon, "kinds": i.kinds,
                     "compression": i.compression or None, "via": i.via, "lines": i.lines, "bytes": i.bytes,
-                    "error": i.error or None} for i in res.inputs],
+                    "error": i.error or None, "duplicates": i.duplicates} for i in res.inputs],
         "incidents": [incident_doc(inc, n) for n, inc in enumerate(incidents, start=1)],
     }
 
@@ -81,6 +81,8 @@ def text(doc: dict[str, Any]) -> str:
     binary = [i for i in doc["inputs"] if i["error"] == BINARY]
     out.append(f"Read {ln['read']} lines from {len(doc['inputs']) - len(binary)} input(s): {ln['matched']} matched, "
                f"{ln['skipped']} skipped (unknown shape or garbage), {ln['ignored']} ordinary."
+               + (f" {ln['duplicates']} kernel line(s) counted once: another input of the same host has them."
+                  if ln.get("duplicates") else "")
                + (f" Not read: {len(binary)} binary file(s) found in the directories." if binary else ""))
     for i in doc["inputs"]:
         if i["error"] and i["error"] != BINARY:

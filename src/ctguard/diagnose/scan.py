@@ -25,7 +25,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import BinaryIO, Protocol
 
-from ctguard.diagnose import model
+from ctguard.diagnose import dedup, model
 from ctguard.diagnose.lines import SKIPPED, SourceCtx, parse_line
 from ctguard.diagnose.needles import Search, numpy_or_none
 
@@ -93,6 +93,7 @@ class InputInfo:
     lines: int = 0
     bytes: int = 0
     error: str = ""
+    duplicates: int = 0  # kernel records that another input of the same host holds too (dedup.py): not counted
 
 
 @dataclass
@@ -102,6 +103,7 @@ class ScanResult:
     read: int = 0
     matched: int = 0
     skipped: int = 0
+    duplicates: int = 0  # matched kernel lines not counted: another input of the same host has them (dedup.py)
     inputs: list[InputInfo] = field(default_factory=list)
 
     def add(self, ev: model.Event) -> None:
@@ -487,6 +489,10 @@ def scan(specs: Iterable[InputSpec], make_ctx: Callable[[str, str, str], SourceC
             if spec.path != "-":
                 stream.close()
     attach_suppressed(acc)
+    acc.events, removed = dedup.dedup(acc.events)
+    for info in acc.inputs:
+        info.duplicates = removed.get(info.source, 0)
+    acc.duplicates = sum(removed.values())
     return acc
 
 
