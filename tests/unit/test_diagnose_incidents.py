@@ -58,7 +58,7 @@ def check_full(doc: dict[str, object], incs: list[correlate.Incident]) -> None:
         r"(\d+) callbacks suppressed", (FULL / "cartman06" / "kern.log").read_text()))
     d = doc["incidents"][0]  # type: ignore[index]
     assert d["drops"] == 1740 + inc.suppressed and d["hosts"] == ["cartman06"]
-    assert d["start"] == "2014-08-06T15:20:04.200Z"
+    assert d["start"] == "2014-08-06T15:20:00.000Z"  # the first OSD process start (its init ended at 15:20:04.2)
     assert "triggered by the restart of 8 daemon(s)" in d["cause"]
     assert "sustained by a lossy-client reconnect loop" in d["cause"]
     assert "ended when the mon marked 8 OSD(s) down" in d["cause"]

@@ -254,8 +254,8 @@ def _pieces(merged: list[list[float]], phases: list[list[float]], stories: list[
         floor = a
         for n, p in enumerate(inside):
             i = bisect.bisect_right(stories, p[0] + 1) - 1  # the restart burst that came last before the drops
-            if i >= 0 and stories[i] > floor:
-                while i > 0 and stories[i - 1] > floor and stories[i] - stories[i - 1] <= burst:
+            if i >= 0 and stories[i] >= floor:
+                while i > 0 and stories[i - 1] >= floor and stories[i] - stories[i - 1] <= burst:
                     i -= 1
                 cuts.append(stories[i])
             nxt = inside[n + 1][0] if n + 1 < len(inside) else b
@@ -307,13 +307,23 @@ def _restarts(evs: list[model.Event], window: float) -> list[model.Event]:
     """One entry per restart: every OSD-side process start, and the cluster log's boot line only when no
     process start of that daemon came shortly before it (the same restart seen from the mon)."""
     starts: dict[str, list[float]] = defaultdict(list)
+    inits: dict[str, list[float]] = defaultdict(list)
     for e in evs:
         if e.kind == model.OSD_START:
             starts[e.daemon].append(e.ts)
+            if not e.detail:
+                inits[e.daemon].append(e.ts)
     out = []
     for e in sorted(evs, key=lambda e: e.ts):
-        if e.kind == model.OSD_START or (e.kind == model.MON_BOOT
-                                         and not any(0 <= e.ts - t <= window for t in starts[e.daemon])):
+        if e.kind == model.OSD_START:
+            # "ceph version ..., process ceph-osd, pid N" opens every run of the binary (also `--mkfs`); the
+            # restart is its "done with init, starting boot process" (minutes later when a FileStore journal
+            # replays). A process line counts alone only when no init line follows it (other log levels, a
+            # start that never finished init)
+            if not (e.detail.startswith("process start, pid")
+                    and any(0 <= t - e.ts <= window for t in inits[e.daemon])):
+                out.append(e)
+        elif not any(0 <= e.ts - t <= window for t in starts[e.daemon]):
             out.append(e)
     return out
 

@@ -158,11 +158,21 @@ def _cluster(ts: float, host: str, name: str, msg: str, n: int, ctx: SourceCtx, 
         o = ceph.osd_message(msg)
         if o is None:
             return None
-        return _ev(ctx, n, text, ts, o[0], host, name, count=o[1], peer=o[2], detail=o[3])
+        return _osd(ctx, n, text, ts, o, host, name)
     c = ceph.cluster_message(msg)
     if c is None:
         return None
     return _ev(ctx, n, text, ts, c[0], host, c[2] or name, count=c[1], peer=name, detail=c[4])
+
+
+def _osd(ctx: SourceCtx, n: int, text: str, ts: float, o: tuple[str, int, str, str], host: str,
+         daemon: str) -> model.Event:
+    kind, count, peer, detail = o
+    if kind == model.WRONGLY_DOWN and peer:  # "Monitor daemon marked osd.N down, but it is still running": osd.N
+        daemon, peer = peer, ""
+    elif kind == model.OSD_START and not daemon and detail.startswith("process start, pid "):
+        daemon = f"ceph-osd[{detail.rpartition(' ')[2]}]"  # (a container's log: name the file or the unit)
+    return _ev(ctx, n, text, ts, kind, host, daemon, count=count, peer=peer, detail=detail)
 
 
 def _ceph_message(ts: float, host: str, hint: str, msg: str, n: int, ctx: SourceCtx, text: str) -> Parsed:
@@ -181,16 +191,18 @@ def _ceph_message(ts: float, host: str, hint: str, msg: str, n: int, ctx: Source
             if daemon.startswith("osd.") or not daemon and ctx.daemon.startswith("osd."):
                 o = ceph.osd_message(inner)
                 if o is not None:
-                    return _ev(ctx, n, text, ts, o[0], host, daemon or ctx.daemon, count=o[1], peer=o[2],
-                               detail=o[3])
+                    return _osd(ctx, n, text, ts, o, host, daemon or ctx.daemon)
                 return None
             c = ceph.cluster_message(inner)
             if c is not None:
                 return _ev(ctx, n, text, ts, c[0], host, c[2] or daemon, count=c[1], detail=c[4])
+            o = ceph.osd_message(inner)  # an OSD's clog line in a log that does not say which daemon wrote it
+            if o is not None and o[0] in (model.WRONGLY_DOWN, model.OSD_START):
+                return _osd(ctx, n, text, ts, o, host, daemon)
             return None
     o = ceph.osd_message(msg)
     if o is not None:
-        return _ev(ctx, n, text, ts, o[0], host, daemon, count=o[1], peer=o[2], detail=o[3])
+        return _osd(ctx, n, text, ts, o, host, daemon)
     c = ceph.cluster_message(msg)
     if c is not None:
         return _ev(ctx, n, text, ts, c[0], host, c[2] or daemon, count=c[1], detail=c[4])

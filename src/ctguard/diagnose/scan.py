@@ -45,6 +45,10 @@ DAEMON_NEEDLES: tuple[bytes, ...] = (
     b"slow ops, oldest",  # N slow ops, oldest is/one ... (Nautilus on), also the cluster log's SLOW_OPS
     b"RESETSESSION",  # connect got RESETSESSION (Simple, AsyncMessenger v1): the peer dropped our session
     b"session reset",  # handle_session_reset received session reset (ProtocolV2)
+    b"process ceph-osd",  # ceph version X (...), process ceph-osd, pid N: the first line of every OSD start
+    b"but it is still running",  # Monitor daemon marked osd.N down, but it is still running (Luminous on)
+    b"slow request ",  # slow request 30.0 seconds old, received at ... (one op; the summary has "slow requests")
+    b"requests are blocked",  # Hammer/Jewel health: N requests are blocked > 32 sec
 )
 SIMPLE_NEEDLES: tuple[bytes, ...] = (b"couldn't read tag", b"writer finishing")  # SimpleMessenger teardown
 LAB_NEEDLES: tuple[bytes, ...] = (b'"kind": "meta"', b'"kind": "ct"', b'"kind": "event"', b'"kind": "boot"',
