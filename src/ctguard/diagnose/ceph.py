@@ -112,7 +112,7 @@ def osd_message(msg: str) -> tuple[str, int, str, str] | None:
 
 
 def slow_message(msg: str) -> tuple[str, int, str, str] | None:
-    if "slow " not in msg:
+    if "slow " not in msg and "requests are blocked" not in msg:
         return None
     for rx in _SLOW_RES:
         m = rx.search(msg)

@@ -32,7 +32,8 @@ SYSLOG_RE = re.compile(
 ISO_SYSLOG_RE = re.compile(
     r"^(?:<\d{1,3}>1? ?)?(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,9})?(?:Z|[+-]\d\d:?\d\d)) (\S+) ([^\s:\[]+)"
     r"(?:\[(\d+)\])?: ?(.*)$")
-_UNIT_RE = re.compile(r"ceph-(osd|mon|mgr|mds)@([\w.-]+?)(?:\.service)?$")
+# ceph-osd@3.service (packages), ceph-FSID@osd.3.service (cephadm)
+_UNIT_RE = re.compile(r"ceph-(?:[0-9a-f]{8}-[0-9a-f-]{27}@(osd|mon|mgr|mds)\.|(osd|mon|mgr|mds)@)([\w.-]+?)(?:\.service)?$")
 
 
 @dataclass(frozen=True)
@@ -240,7 +241,7 @@ def _journal_json(text: str, n: int, ctx: SourceCtx) -> Parsed:
     hint = ""
     um = _UNIT_RE.search(_str(obj.get("_SYSTEMD_UNIT")))
     if um:
-        hint = f"{um.group(1)}.{um.group(2)}"
+        hint = f"{um.group(1) or um.group(2)}.{um.group(3)}"
     return _message(ts, host, ident, msg, n, ctx, text, daemon_hint=hint)
 
 

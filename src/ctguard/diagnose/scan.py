@@ -533,10 +533,10 @@ def attach_suppressed(acc: ScanResult) -> None:
     """Keep a suppression count (`net_ratelimit: N callbacks suppressed`, `printk: N messages suppressed.`) only
     when it belongs to the conntrack messages: the kernel prints it right before the next message that passes
     the rate limit (lib/ratelimit.c; kernel/printk.c `__printk_ratelimit` before 2.6.31), so it counts when the
-    kernel line next to it of the same host in the same input (the one after it, or before it in a file written
-    newest first) is a table-full line printed within a second of it (the same second in syslog and dmesg -T,
-    microseconds apart in journald). Host, not line distance: a journal export of several hosts interleaves
-    their records. The other suppression lines become ordinary lines."""
+    next kernel line of the same host in the same input (the one before it in a file written newest first) is
+    a table-full line printed within a second of it (the same second in syslog and dmesg -T, microseconds apart
+    in journald). Host, not line distance: a journal export of several hosts interleaves their records. The
+    other suppression lines become ordinary lines."""
     groups: dict[tuple[str, str], list[model.Event]] = defaultdict(list)
     for e in acc.events:
         if e.kind in (model.TABLE_FULL, model.SUPPRESSED):
@@ -544,11 +544,13 @@ def attach_suppressed(acc: ScanResult) -> None:
     drop: set[int] = set()
     for evs in groups.values():
         evs.sort(key=lambda e: e.line_no)
+        if sum(b.ts - a.ts for a, b in zip(evs, evs[1:], strict=False)) < 0:
+            evs.reverse()  # written newest first: the kernel's order is the reverse of the file's
         for i, e in enumerate(evs):
             if e.kind != model.SUPPRESSED:
                 continue
-            near = [evs[j] for j in (i - 1, i + 1) if 0 <= j < len(evs)]
-            if not any(n.kind == model.TABLE_FULL and abs(n.ts - e.ts) <= 1.0 for n in near):
+            after = evs[i + 1] if i + 1 < len(evs) else None
+            if after is None or after.kind != model.TABLE_FULL or abs(after.ts - e.ts) > 1.0:
                 drop.add(id(e))
     if drop:
         acc.events = [e for e in acc.events if id(e) not in drop]
