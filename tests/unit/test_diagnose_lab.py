@@ -81,8 +81,9 @@ def test_a_whole_run_directory(run: Path) -> None:
         assert len(mine) == 1, (sc["name"], [(i.start, i.end) for i in conntrack])
         inc = mine[0]
         assert 0 < inc.drops <= int(sc["drops"]) and inc.drops_counted == int(sc["drops"]), (sc["name"], inc.drops)
-        downs = [p for p in inc.marked_down if not p.how.startswith("marked itself")]
+        downs = inc.marked_down_by_mon
         assert len(downs) == int(sc.get("osds_marked_down") or 0), (sc["name"], [(p.daemon, p.how) for p in downs])
+        assert inc.lab_scenarios == [sc["name"]]
         assert ("ended when the mon marked" in inc.cause) == bool(downs), inc.cause
         assert inc.cause_kind == "conntrack-overflow-after-restart", inc.cause
         assert inc.restarted and all(a - 120 <= p.ts <= b for p in inc.restarted), (sc["name"], inc.restarted)

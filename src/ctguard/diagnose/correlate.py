@@ -67,6 +67,7 @@ class HostKernel:
     drops_counted: int = 0  # from the kernel's drop counter (lab recordings), when there is one
     peak_per_s: int = 0
     netns: list[str] = field(default_factory=list)
+    lab_scenarios: list[str] = field(default_factory=list)  # `ctguard lab reproduce` scenarios the drops came from
     first_ev: model.Event | None = None
     last_ev: model.Event | None = None
 
@@ -133,6 +134,16 @@ class Incident:
     @property
     def drops(self) -> int:
         return sum(k.drops for k in self.kernel)
+
+    @property
+    def lab_scenarios(self) -> list[str]:
+        return list(dict.fromkeys(s for k in self.kernel for s in k.lab_scenarios))
+
+    @property
+    def marked_down_by_mon(self) -> list[Point]:
+        """Mark-downs the monitors decided (failure reports, report timeouts) or the OSD saw as wrong; not the
+        clean stops (an OSD that marked itself down is being restarted)."""
+        return [p for p in self.marked_down if not p.how.startswith("marked itself")]
 
     @property
     def conntrack(self) -> bool:
@@ -352,6 +363,8 @@ def _incident(start: float, end: float, evs: list[model.Event], bks: list[tuple[
             hk.last_ev = e
             if e.detail and e.detail not in hk.netns:
                 hk.netns.append(e.detail)
+            if e.kind == model.COUNTED_DROPS and e.peer and e.peer not in hk.lab_scenarios:
+                hk.lab_scenarios.append(e.peer)
             series[f"drops:{e.host or '-'}"][int(e.ts // 1)] += e.count
         else:
             # N messages were suppressed since the previous burst: spread them over that interval

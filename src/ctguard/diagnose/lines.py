@@ -268,6 +268,8 @@ def _lab_record(obj: dict[str, Any], text: str, n: int, ctx: SourceCtx) -> Parse
             return SKIPPED
         st["t0"], st["host"] = float(t0), _str(obj.get("host"))
         st["netns"] = _str(obj.get("netns_inode"))
+        sc = obj.get("scenario")
+        st["scenario"] = _str(sc.get("name")) if isinstance(sc, dict) else ""
         st.pop("drop", None)
         return None
     t = obj.get("t")
@@ -283,7 +285,8 @@ def _lab_record(obj: dict[str, Any], text: str, n: int, ctx: SourceCtx) -> Parse
         st["drop"] = drop
         if prev is None or drop <= prev:
             return None
-        return _ev(ctx, n, text, ts, model.COUNTED_DROPS, host, "kernel", count=drop - prev, detail=st["netns"])
+        return _ev(ctx, n, text, ts, model.COUNTED_DROPS, host, "kernel", count=drop - prev, detail=st["netns"],
+                   peer=st["scenario"])  # (peer: the lab scenario, to name the incident after it)
     osd = _lab_osd(obj.get("osd"))
     if osd is None:
         return None
