@@ -350,3 +350,19 @@ def test_same_lines_of_unknown_hosts_are_not_merged(tmp_path: Path) -> None:
                                                "[Wed Aug  6 15:23:49 2014] nf_conntrack: table full, dropping packet\n")
     _, incs, doc = diagnose(str(tmp_path))
     assert [i.drops_logged for i in incs] == [4] and doc["lines"]["duplicates"] == 0  # type: ignore[index]
+
+
+def test_a_sosreport_with_kern_log_and_dmesg_t(tmp_path: Path) -> None:
+    """The layout of a sosreport: var/log/kern.log (lines name the host, here fully qualified) and
+    sos_commands/kernel/dmesg_-T (no host; the sosreport's directory names it): counted once."""
+    sos = tmp_path / "sosreport-cartman06-0123-2014-08-06-abcdef"
+    (sos / "var" / "log").mkdir(parents=True)
+    (sos / "sos_commands" / "kernel").mkdir(parents=True)
+    kern = [x.replace(" cartman06 ", " cartman06.example.com ")
+            for x in (FULL / "cartman06" / "kern.log").read_text().splitlines()]
+    (sos / "var" / "log" / "kern.log").write_text("\n".join(kern) + "\n")
+    (sos / "sos_commands" / "kernel" / "dmesg_-T").write_text(
+        "\n".join(_dmesg_t(x, 3) for x in kern if " kernel: [" in x) + "\n")
+    _, incs, doc = diagnose(str(tmp_path))
+    (inc,) = incs
+    assert inc.drops_logged == 1740 and doc["lines"]["duplicates"] > 1740  # type: ignore[index]

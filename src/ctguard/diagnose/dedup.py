@@ -128,8 +128,8 @@ def dedup(events: list[model.Event]) -> tuple[list[model.Event], Counter[str]]:
         if not e.host and e.source in fill:
             e.host = fill[e.source]
     per: dict[str, dict[str, list[model.Event]]] = defaultdict(lambda: defaultdict(list))
-    for e in kern:
-        per[e.host][e.source].append(e)
+    for e in kern:  # by short host name: a sosreport's directory says `cartman06`, its syslog `cartman06.example.com`
+        per[e.host.split(".")[0]][e.source].append(e)
     gone: set[int] = set()
     for host, sources in per.items():
         if not host or len(sources) < 2:
