@@ -34,7 +34,8 @@ CONNTRACK_KINDS = ("conntrack-overflow-after-restart", "conntrack-overflow-recon
 @dataclass(frozen=True)
 class Options:
     gap: float = 120.0
-    drop_gap: float = 30.0  # drop-free seconds that end an overflow (module docstring)
+    drop_gap: float = 30.0  # drop-free seconds that end an overflow, when a restart came in between (_overflows)
+    settle: float = 90.0  # drop-free seconds that end an overflow in any case: a GC pass has come (_overflows)
     lookback: float = 600.0
     storm_per_s: int = 20
     same_event: float = 120.0  # boot/down lines of one daemon closer than this are one restart / one mark-down
@@ -208,7 +209,8 @@ def _domain(events: list[model.Event], buckets: list[tuple[model.BucketKey, mode
             merged[-1][1] = max(merged[-1][1], w[1])
         else:
             merged.append(list(w))
-    phases = _windows([e.ts for e in events if e.kind in DROP_KINDS], min(opts.drop_gap, opts.gap))
+    stories = _stories(events, opts.same_event)
+    phases = _overflows([e.ts for e in events if e.kind in DROP_KINDS], stories, opts)
     # slice by time with bisect: a month of logs can hold thousands of incidents
     ev_ts = [e.ts for e in events]
     bks_sorted = sorted(buckets, key=lambda kb: kb[0][4])
@@ -216,7 +218,6 @@ def _domain(events: list[model.Event], buckets: list[tuple[model.BucketKey, mode
     seeds.sort()
     out = []
     taken = float("-inf")  # restarts up to here belong to an earlier incident
-    stories = _stories(events, opts.same_event)
     for lo, hi, first, last in _pieces(merged, phases, stories, opts.drop_gap):
         i = bisect.bisect_left(seeds, lo)
         if not (i < len(seeds) and (seeds[i] < hi or last and seeds[i] <= hi)):
@@ -239,6 +240,25 @@ def _domain(events: list[model.Event], buckets: list[tuple[model.BucketKey, mode
         bk_lo = bisect.bisect_right(bk_secs, start - 1) if first or start < lo else bisect.bisect_left(bk_secs, lo)
         bk_hi = bisect.bisect_right(bk_secs, hi + 1) if last else bisect.bisect_left(bk_secs, hi)
         out.append(_incident(start, hi, evs, bks_sorted[bk_lo:bk_hi], opts, kernel_inputs))
+    return out
+
+
+def _overflows(drops: list[float], stories: list[float], opts: Options) -> list[list[float]]:
+    """[first, last] drop of each overflow. Drops closer than `drop_gap` are one overflow (while the table is
+    full, refused peers retry within seconds and the kernel logs a burst every 5 s). A longer drop-free stretch
+    ends it only once the table has settled: a new restart came in between (another cause), or the stretch is
+    longer than `settle` (the GC worker's pass, which frees a full table, came within 82 s in every lab
+    overflow, kernel-conntrack.md 6b); a shorter quiet stretch with no restart is a full table nobody knocked on."""
+    out: list[list[float]] = []
+    for p in _windows(drops, min(opts.drop_gap, opts.gap)):
+        if out:
+            q = out[-1]
+            i = bisect.bisect_right(stories, q[1])
+            restarted = i < len(stories) and stories[i] < p[0]
+            if p[0] - q[1] <= min(opts.settle, opts.gap) and not restarted:
+                q[1] = p[1]
+                continue
+        out.append(p)
     return out
 
 
