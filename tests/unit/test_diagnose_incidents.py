@@ -366,3 +366,25 @@ def test_a_sosreport_with_kern_log_and_dmesg_t(tmp_path: Path) -> None:
     _, incs, doc = diagnose(str(tmp_path))
     (inc,) = incs
     assert inc.drops_logged == 1740 and doc["lines"]["duplicates"] > 1740  # type: ignore[index]
+
+
+@pytest.mark.parametrize(("quiet", "restart", "incidents"), [(20, False, 1), (60, False, 1), (60, True, 2),
+                                                              (100, False, 2)])
+def test_an_overflow_ends_at_a_drop_free_settled_stretch(tmp_path: Path, quiet: int, restart: bool,
+                                                          incidents: int) -> None:
+    """Drops 5 s apart, then `quiet` drop-free seconds, then drops again: one overflow unless the stretch is both
+    drop-free (30 s) and settled (a restart in between, or more than 90 s: past the GC pass)."""
+    t0 = calendar.timegm((2014, 8, 6, 15, 0, 0, 0, 0, 0))
+    times = [t0 + 5 * k for k in range(6)] + [t0 + 25 + quiet + 5 * k for k in range(6)]
+    kern = tmp_path / "h1.kern.log"
+    kern.write_text("".join(time.strftime("%b %e %H:%M:%S h1 kernel: nf_conntrack: table full, dropping packet\n",
+                                          time.gmtime(t)) for t in times))
+    specs = [str(kern)]
+    if restart:
+        osd = tmp_path / "h1-ceph-osd.2.log"
+        osd.write_text(time.strftime("%Y-%m-%d %H:%M:%S.000000 7f92f25a8700  0 osd.2 12345 done with init, starting "
+                                     "boot process\n", time.gmtime(t0 + 25 + quiet // 2)))
+        specs.append(str(osd))
+    _, incs, _ = diagnose(*specs)
+    assert len([i for i in incs if i.conntrack]) == incidents, [i.cause for i in incs]
+    assert sum(i.drops_logged for i in incs) == 12

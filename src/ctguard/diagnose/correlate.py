@@ -7,8 +7,14 @@ the daemon restarts of the `lookback` seconds before the first seed, because a m
 table (the 2014 incident: all 8 OSDs of a host restarted at once).
 
 Why these defaults: net_ratelimit prints a burst every 5 s while drops go on (kernel-conntrack.md 2.4), TIME_WAIT
-entries live 120 s (tcp_timeout_time_wait), so `gap` = 120 s keeps one overflow in one incident; the mon marks
-silent OSDs down after mon_osd_report_timeout = 900 s, so incidents can last a quarter of an hour or more.
+entries live 120 s (tcp_timeout_time_wait), so `gap` = 120 s keeps one story of trouble in one window; the mon
+marks silent OSDs down after mon_osd_report_timeout = 900 s, so incidents can last a quarter of an hour or more.
+
+A window can hold several overflows (a `lab reproduce` run: one per scenario, minutes apart). Each overflow is its
+own incident (`_overflows`): drops closer than `drop_gap` (30 s) are one overflow, and a longer drop-free stretch
+ends it once the table has settled, i.e. a restart came in between or the stretch outlasted a GC pass (`settle`,
+90 s). The window is then cut between the overflows at the restarts that began the next one (`_pieces`), and
+each incident gets its own drops (a cumulative counter's rises by time), restarts and mark-downs.
 """
 
 from __future__ import annotations
