@@ -388,3 +388,26 @@ def test_an_overflow_ends_at_a_drop_free_settled_stretch(tmp_path: Path, quiet: 
     _, incs, _ = diagnose(*specs)
     assert len([i for i in incs if i.conntrack]) == incidents, [i.cause for i in incs]
     assert sum(i.drops_logged for i in incs) == 12
+
+
+def test_journal_export_of_several_hosts_interleaves_their_records(tmp_path: Path) -> None:
+    """A journal export of a cluster: host B's suppression count is followed by host A's records and other
+    programs' before B's own table-full line. Each count is charged to its own host's next line."""
+    T = calendar.timegm((2014, 8, 6, 15, 23, 48, 0, 0, 0))
+
+    def rec(dt: float, host: str, msg: str, transport: str = "kernel") -> str:
+        return json.dumps({"__REALTIME_TIMESTAMP": str(int((T + dt) * 1e6)), "_HOSTNAME": host,
+                           "_TRANSPORT": transport, "SYSLOG_IDENTIFIER": "kernel" if transport == "kernel" else "sshd",
+                           "MESSAGE": msg})
+    lines = [rec(0.0, "stor-a", "net_ratelimit: 40 callbacks suppressed"),
+             rec(0.001, "stor-b", "net_ratelimit: 311 callbacks suppressed")]
+    lines += [rec(0.002 + k / 1000, "stor-c", "Accepted publickey for root", "syslog") for k in range(5)]
+    lines += [rec(0.01, "stor-a", "nf_conntrack: table full, dropping packet"),
+              rec(0.02, "stor-b", "nf_conntrack: table full, dropping packet"),
+              rec(0.03, "stor-b", "net_ratelimit: 7 callbacks suppressed"),  # in front of nothing of ours: not counted
+              rec(0.04, "stor-b", "TCP: request_sock_TCP: Possible SYN flooding on port 6800. Sending cookies.")]
+    p = tmp_path / "cluster.json"
+    p.write_text("\n".join(lines) + "\n")
+    _, incs, _ = diagnose(str(p))
+    (inc,) = incs
+    assert {k.host: (k.drops_logged, k.suppressed) for k in inc.kernel} == {"stor-a": (1, 40), "stor-b": (1, 311)}

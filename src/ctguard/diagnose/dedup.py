@@ -29,6 +29,7 @@ from collections import Counter, defaultdict
 from ctguard.diagnose import model
 
 MAX_SKEW = 300  # seconds of drift between a dmesg -T and the wall clock that we look through
+SAMPLE = 200  # records of an input the offset is estimated on
 KINDS = (model.TABLE_FULL, model.SUPPRESSED)
 _DMESG_X_RE = re.compile(r"^\w+\s*:\s*\w+\s*: ")  # dmesg -x: `kern  :warn  : `
 
@@ -53,23 +54,29 @@ def _key(e: model.Event) -> tuple[str, int, str]:
 
 
 def _offset(keep: list[model.Event], other: list[model.Event]) -> int | None:
-    """The whole-second shift (other - keep) under which most of `other` meets `keep`, or None."""
-    at: Counter[tuple[tuple[str, int, str], int]] = Counter((_key(e), int(e.ts // 1)) for e in keep)
+    """The whole-second shift (other - keep) under which most of `other` meets `keep`, or None.
+
+    Scored on the first SAMPLE records of `other` (bounded work on inputs of any size), against the records of
+    `keep` within MAX_SKEW of them."""
+    sample = sorted(other, key=lambda e: e.ts)[:SAMPLE]
+    lo, hi = sample[0].ts - MAX_SKEW - 2, sample[-1].ts + MAX_SKEW + 2
+    near = [e for e in keep if lo <= e.ts <= hi]
+    at: Counter[tuple[tuple[str, int, str], int]] = Counter((_key(e), int(e.ts // 1)) for e in near)
     by_key: dict[tuple[str, int, str], list[int]] = defaultdict(list)
-    for e in keep:
+    for e in near:
         by_key[_key(e)].append(int(e.ts // 1))
     # candidate shifts: from the suppression lines when they pair up (nearly unique counts), else the first few
-    sample = [e for e in other if e.kind == model.SUPPRESSED][:20] or other[:20]
+    pins = [e for e in sample if e.kind == model.SUPPRESSED][:20] or sample[:20]
     cands: set[int] = set()
-    for e in sample:
+    for e in pins:
         t = int(e.ts // 1)
         cands.update(t - s for s in by_key.get(_key(e), ()) if abs(t - s) <= MAX_SKEW)
     best, best_score = None, 0
     for d in sorted(cands, key=lambda d: (abs(d), d)):
-        score = sum(1 for e in other if any(at.get((_key(e), int(e.ts // 1) - d + j), 0) for j in (-1, 0, 1)))
+        score = sum(1 for e in sample if any(at.get((_key(e), int(e.ts // 1) - d + j), 0) for j in (-1, 0, 1)))
         if score > best_score:
             best, best_score = d, score
-    if best is None or 2 * best_score < min(len(other), len(keep)):
+    if best is None or 2 * best_score < min(len(sample), len(near)):
         return None
     return best
 
