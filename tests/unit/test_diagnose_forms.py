@@ -233,3 +233,35 @@ def test_an_incident_that_ended_by_beacon_timeout_says_so(tmp_path: Path) -> Non
     (inc,) = correlate.correlate(res)
     assert inc.conntrack and "ended when the mon marked 1 OSD(s) down" in inc.cause
     assert "1 of them for no beacon (after 900.274113 s: mon_osd_report_timeout)" in inc.cause
+
+
+IGNORED = [
+    # (id, file name, line, why)
+    ("reported-failed", "ceph.log",
+     "2026-11-26T09:21:30.805236+0000 mon.a (mon.0) 355 : cluster [DBG] osd.0 reported failed by osd.3",
+     "OSDMonitor::prepare_failure (v12 on; Firefly: `<< m->get_target() << \" reported failed by \"`): one report, "
+     "not the decision; the `failed (` line that follows is the mark-down"),
+    ("reported-immediately", "ceph.log",
+     "2026-11-26T06:08:44.275784+0000 mon.a (mon.0) 41 : cluster [DBG] osd.2 reported immediately failed by osd.1",
+     "v15 on: connection refused, a report"),
+    ("marked-dead", "ceph.log",
+     "2026-11-26T06:09:06.261615+0000 mon.a (mon.0) 65 : cluster [INF] osd.1 marked itself dead as of e17",
+     "v16 on OSDMonitor::prepare_mark_me_dead: the mon acknowledging an OSD already down"),
+    ("health-cleared", "ceph.log",
+     "2026-11-26T09:22:06.935606+0000 mon.a (mon.0) 453 : cluster [INF] Health check cleared: SLOW_OPS (was: 6 slow "
+     "ops, oldest one blocked for 31 sec, daemons [osd.0,osd.1] have slow ops.)", "the end of slow ops, not trouble"),
+    ("fault-success", "ceph-osd.3.log",
+     "2014-08-06 15:22:35.348284 7f8fd4fca700 2 -- 172.22.4.42:6802/9560 >> 172.22.4.5:0/3032136 pipe(0x7f92080686b0 "
+     "sd=305 :6802 s=2 pgs=306100 cs=1 l=1 c=0x7f920805f340).fault 0: Success",
+     "Pipe::fault's first line (level 2): the `on lossy channel` line after it carries the signal (counted as other "
+     "teardown)"),
+    ("other-ratelimited", "kern.log",
+     "Aug  6 15:23:48 cartman06 kernel: [12713575.554784] TCP: request_sock_TCP: Possible SYN flooding on port 6800. "
+     "Sending cookies.", "another net_*_ratelimited() message: not conntrack"),
+]
+
+
+@pytest.mark.parametrize(("fname", "line"), [(f[1], f[2]) for f in IGNORED], ids=[f[0] for f in IGNORED])
+def test_forms_that_are_not_counted(fname: str, line: str) -> None:
+    e = parse_line(line, 1, _ctx(fname))
+    assert e is None or (isinstance(e, model.Event) and e.kind == model.MS_CLOSE), e
