@@ -273,7 +273,7 @@ def _pieces(merged: list[list[float]], phases: list[list[float]], stories: list[
     """Each trouble window, cut around the overflows it holds: (start, end, whether it starts the window,
     whether it ends it).
 
-    An overflow (a drop phase) ends where the drops stop for `drop_gap` seconds. Its story begins with the burst
+    An overflow (`_overflows`: drops, up to a drop-free, settled stretch) is one incident. Its story begins with the burst
     of restarts (`stories`: clean stops, process starts, boots that are not re-joins; one burst while they come
     less than `burst` seconds apart) that came last before its first drop, and goes on with its aftermath
     (mark-downs, re-joins, slow requests) until the next restart. Between two overflows with no restart in
@@ -341,8 +341,9 @@ def _latest_restarts(restarts: list[model.Event], first_drop: float) -> list[mod
 
 
 def _restarts(evs: list[model.Event], window: float) -> list[model.Event]:
-    """One entry per restart: every OSD-side process start, and the cluster log's boot line only when no
-    process start of that daemon came shortly before it (the same restart seen from the mon)."""
+    """One entry per restart: each OSD-side start (its init line, or its process line when no init line
+    follows), and the cluster log's boot line only when no start of that daemon came shortly before it (the
+    same restart seen from the mon)."""
     starts: dict[str, list[float]] = defaultdict(list)
     inits: dict[str, list[float]] = defaultdict(list)
     for e in evs:
