@@ -273,8 +273,8 @@ def _pieces(merged: list[list[float]], phases: list[list[float]], stories: list[
     """Each trouble window, cut around the overflows it holds: (start, end, whether it starts the window,
     whether it ends it).
 
-    An overflow (`_overflows`: drops, up to a drop-free, settled stretch) is one incident. Its story begins with the burst
-    of restarts (`stories`: clean stops, process starts, boots that are not re-joins; one burst while they come
+    An overflow (`_overflows`: drops, up to a drop-free, settled stretch) is one incident. Its story begins with
+    the burst of restarts (`stories`: clean stops, process starts, boots that are not re-joins; one burst while they come
     less than `burst` seconds apart) that came last before its first drop, and goes on with its aftermath
     (mark-downs, re-joins, slow requests) until the next restart. Between two overflows with no restart in
     between, the cut is half-way from the last drop of one to the first drop of the next."""
