@@ -274,9 +274,9 @@ def _pieces(merged: list[list[float]], phases: list[list[float]], stories: list[
     whether it ends it).
 
     An overflow (`_overflows`: drops, up to a drop-free, settled stretch) is one incident. Its story begins with
-    the burst of restarts (`stories`: clean stops, process starts, boots that are not re-joins; one burst while they come
-    less than `burst` seconds apart) that came last before its first drop, and goes on with its aftermath
-    (mark-downs, re-joins, slow requests) until the next restart. Between two overflows with no restart in
+    the burst of restarts (`stories`: clean stops, process starts, boots that are not re-joins; one burst while
+    they come less than `burst` seconds apart) that came last before its first drop, and goes on with its
+    aftermath (mark-downs, re-joins, slow requests) until the next restart. Between two overflows with no restart in
     between, the cut is half-way from the last drop of one to the first drop of the next."""
     out: list[tuple[float, float, bool, bool]] = []
     k = 0
