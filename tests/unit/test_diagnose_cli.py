@@ -33,7 +33,7 @@ def test_real_entry_point_json_and_crit_exit(tmp_path: Path) -> None:
     doc = json.loads(out.stdout)
     assert doc["schema"] == 1 and doc["verdict"] == "CRIT"
     # "fault 0: Success" is not looked at: the "fault on lossy channel" line after it carries the signal
-    assert doc["lines"] == {"read": 7, "matched": 6, "skipped": 0, "ignored": 1}
+    assert doc["lines"] == {"read": 7, "matched": 6, "skipped": 0, "ignored": 1, "duplicates": 0}
     (inc,) = doc["incidents"]
     for key in ("start", "end", "hosts", "drops", "suppressed", "restarted", "marked_down", "cause"):
         assert key in inc

@@ -49,17 +49,41 @@ def test_lab_scenario_cause(run: Path, sc: dict[str, object]) -> None:
         assert doc["verdict"] in ("OK", "WARN")
 
 
+def _span(jsonl: Path) -> tuple[float, float]:
+    """The wall-clock span of a scenario's recording (its meta t0 to its last sample)."""
+    t0 = last = 0.0
+    for line in jsonl.read_text().splitlines():
+        rec = json.loads(line)
+        if rec.get("kind") == "meta":
+            t0 = float(rec["t0"])
+        last = max(last, float(rec.get("t", 0.0)))
+    return t0, t0 + last
+
+
 @pytest.mark.skipif(not RUNS, reason="no lab recording under data/lab yet")
 @pytest.mark.parametrize("run", RUNS, ids=[r.parent.name for r in RUNS])
 def test_a_whole_run_directory(run: Path) -> None:
-    """The directory as an operator would pass it: the PNG plots are passed over, the overflows are one story of
-    restarts, and the monitors are said to have ended it by marking OSDs down exactly when the lab saw OSDs
-    marked down (OSDs the lab stopped cleanly marked themselves down: that is a restart)."""
+    """The directory as an operator would pass it (the PNG plots are passed over): one incident per scenario
+    that dropped, each with its own drops (the scenario's kernel drop counter, run.json) and its own mark-downs
+    (run.json's osds_marked_down; OSDs the lab stopped cleanly marked themselves down: a restart, not a
+    mark-down), and no conntrack incident elsewhere."""
     incs, doc = diagnose(run.parent)
     binary = [i for i in doc["inputs"] if i["error"] == scan.BINARY]  # type: ignore[index, union-attr]
     assert {Path(i["source"]).suffix for i in binary} <= {".png"}  # type: ignore[index]
     assert doc["lines"]["skipped"] == 0  # type: ignore[index]
-    overflow = max(incs, key=lambda i: i.drops_counted)
-    assert overflow.conntrack and overflow.cause_kind == "conntrack-overflow-after-restart"
-    lab_saw = sum(int(sc.get("osds_marked_down") or 0) for sc in json.loads(run.read_text())["scenarios"])
-    assert ("ended when the mon marked" in overflow.cause) == (lab_saw > 0), (lab_saw, overflow.cause)
+    conntrack = [i for i in incs if i.conntrack]
+    dropped = [sc for sc in json.loads(run.read_text())["scenarios"]
+               if sc.get("available", True) and int(sc.get("drops") or 0) > 0]
+    assert len(conntrack) == len(dropped), ([sc["name"] for sc in dropped], [i.cause for i in conntrack])
+    for sc in dropped:
+        a, b = _span(run.parent / f"{sc['name']}.jsonl")
+        mine = [i for i in conntrack if a <= min(k.first for k in i.kernel) and max(k.last for k in i.kernel) <= b]
+        assert len(mine) == 1, (sc["name"], [(i.start, i.end) for i in conntrack])
+        inc = mine[0]
+        assert 0 < inc.drops <= int(sc["drops"]) and inc.drops_counted == int(sc["drops"]), (sc["name"], inc.drops)
+        downs = inc.marked_down_by_mon
+        assert len(downs) == int(sc.get("osds_marked_down") or 0), (sc["name"], [(p.daemon, p.how) for p in downs])
+        assert inc.lab_scenarios == [sc["name"]]
+        assert ("ended when the mon marked" in inc.cause) == bool(downs), inc.cause
+        assert inc.cause_kind == "conntrack-overflow-after-restart", inc.cause
+        assert inc.restarted and all(a - 120 <= p.ts <= b for p in inc.restarted), (sc["name"], inc.restarted)

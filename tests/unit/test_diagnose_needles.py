@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from ctguard.diagnose import needles, scan
 
-SYSLOG = needles.Search((*scan.KERNEL_NEEDLES, *scan.DAEMON_NEEDLES, *scan.MON_NEEDLES, scan.SUPPRESSED))
+SYSLOG = needles.Search((*scan.KERNEL_NEEDLES, *scan.DAEMON_NEEDLES, *scan.MON_NEEDLES))
 
 
 def by_find(buf: bytes, end: int, nds: tuple[bytes, ...]) -> set[tuple[int, bytes]]:

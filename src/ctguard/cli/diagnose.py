@@ -92,6 +92,8 @@ def _render(doc: dict[str, Any]) -> None:
               help="When the host booted, to place raw dmesg lines ([secs.usecs]) on the wall clock.")
 @click.option("--gap", type=click.FloatRange(min=1), default=120.0, show_default=True, metavar="SECONDS",
               help="Trouble lines closer than this belong to one incident.")
+@click.option("--drop-gap", type=click.FloatRange(min=1), default=30.0, show_default=True, metavar="SECONDS",
+              help="Drop-free seconds that end one overflow: the next drop starts another incident.")
 @click.option("--lookback", type=click.FloatRange(min=0), default=600.0, show_default=True, metavar="SECONDS",
               help="How far before the first drop to look for the restarts that started it.")
 @click.option("--storm", "storm_per_s", type=click.IntRange(min=1), default=20, show_default=True,
@@ -101,7 +103,8 @@ def _render(doc: dict[str, Any]) -> None:
 @click.option("--progress", is_flag=True, help="With --json: progress as JSON lines on stderr.")
 @handle_errors
 def diagnose(inputs: tuple[str, ...], as_json: bool, html_path: str | None, year: int | None, tz: str,
-             boot_time: str | None, gap: float, lookback: float, storm_per_s: int, workers: int | None,
+             boot_time: str | None, gap: float, drop_gap: float, lookback: float, storm_per_s: int,
+             workers: int | None,
              progress: bool) -> None:
     # imported here, not at module level: every ctguard command registers this module at start-up
     from ctguard.diagnose import correlate as _correlate
@@ -130,7 +133,7 @@ def diagnose(inputs: tuple[str, ...], as_json: bool, html_path: str | None, year
         raise CannotRead(f"no files in {', '.join(s.path for s in specs)}")
     if all(i.error for i in res.inputs):
         raise CannotRead("; ".join(f"{i.source}: {i.error}" for i in res.inputs))
-    opts = _correlate.Options(gap=gap, lookback=lookback, storm_per_s=storm_per_s)
+    opts = _correlate.Options(gap=gap, drop_gap=drop_gap, lookback=lookback, storm_per_s=storm_per_s)
     incidents = _correlate.correlate(res, opts)
     doc = _report.document(res, incidents)
     if html_path is not None:

@@ -50,8 +50,11 @@ _NO_REPORT_RE = re.compile(r"^(osd\.\d+) marked down after no (beacon|pg stats) 
 _SLOW_RES = (
     re.compile(r"(\d+) slow requests?\b"),  # "3 slow requests, 1 included below", "12 slow requests are blocked"
     re.compile(r"(\d+) slow ops\b"),  # "get_health_metrics reporting 3 slow ops", "10 slow ops, oldest one ..."
-    re.compile(r"\bslow request ()[\d.]+ seconds old"),  # one request described in full
+    re.compile(r"\b(\d+) requests are blocked > "),  # Hammer/Jewel health: "12 requests are blocked > 32 sec"
+    re.compile(r"\bslow request ()(?:[\d.]+ seconds old|\S+\(.*\) initiated )"),  # one request described in full
 )
+_STILL_RUNNING_RE = re.compile(r"Monitor daemon marked (osd\.\d+) down, but it is still running")
+_PROCESS_RE = re.compile(r"\bceph version .*, process ceph-osd, pid (\d+)")
 
 
 def daemon_from_message(msg: str) -> str:
@@ -95,13 +98,21 @@ def osd_message(msg: str) -> tuple[str, int, str, str] | None:
     if "wrongly marked me down" in msg:
         m = _WRONGLY_RE.search(msg)
         return (model.WRONGLY_DOWN, 1, "", f"e{m.group(1)}" if m and m.group(1) else "")
+    if "but it is still running" in msg:
+        m = _STILL_RUNNING_RE.search(msg)
+        if m:
+            return (model.WRONGLY_DOWN, 1, m.group(1), "still running")
     if "done with init, starting boot process" in msg:
         return (model.OSD_START, 1, "", "")
+    if "process ceph-osd" in msg:
+        m = _PROCESS_RE.search(msg)
+        if m:
+            return (model.OSD_START, 1, "", f"process start, pid {m.group(1)}")
     return slow_message(msg)
 
 
 def slow_message(msg: str) -> tuple[str, int, str, str] | None:
-    if "slow " not in msg:
+    if "slow " not in msg and "requests are blocked" not in msg:
         return None
     for rx in _SLOW_RES:
         m = rx.search(msg)
@@ -127,7 +138,7 @@ def cluster_message(msg: str) -> tuple[str, int, str, str, str] | None:
         m = _NO_REPORT_RE.match(msg)
         if m:
             return (model.MARKED_DOWN, 1, m.group(1), "", f"no {m.group(2)} for {m.group(3)} s")
-    s = slow_message(msg)
+    s = slow_message(msg) if not msg.startswith("Health check cleared") else None  # (it is over)
     if s is not None:
         return (s[0], s[1], "", "", "")
     return None

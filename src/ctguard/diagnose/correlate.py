@@ -7,8 +7,14 @@ the daemon restarts of the `lookback` seconds before the first seed, because a m
 table (the 2014 incident: all 8 OSDs of a host restarted at once).
 
 Why these defaults: net_ratelimit prints a burst every 5 s while drops go on (kernel-conntrack.md 2.4), TIME_WAIT
-entries live 120 s (tcp_timeout_time_wait), so `gap` = 120 s keeps one overflow in one incident; the mon marks
-silent OSDs down after mon_osd_report_timeout = 900 s, so incidents can last a quarter of an hour or more.
+entries live 120 s (tcp_timeout_time_wait), so `gap` = 120 s keeps one story of trouble in one window; the mon
+marks silent OSDs down after mon_osd_report_timeout = 900 s, so incidents can last a quarter of an hour or more.
+
+A window can hold several overflows (a `lab reproduce` run: one per scenario, minutes apart). Each overflow is its
+own incident (`_overflows`): drops closer than `drop_gap` (30 s) are one overflow, and a longer drop-free stretch
+ends it once the table has settled, i.e. a restart came in between or the stretch outlasted a GC pass (`settle`,
+90 s). The window is then cut between the overflows at the restarts that began the next one (`_pieces`), and
+each incident gets its own drops (a cumulative counter's rises by time), restarts and mark-downs.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ SEED_KINDS = frozenset({model.TABLE_FULL, model.SUPPRESSED, model.COUNTED_DROPS,
                         model.HB_NO_REPLY, model.SLOW})
 RESTART_KINDS = frozenset({model.OSD_START, model.MON_BOOT})
 DOWN_KINDS = frozenset({model.MARKED_DOWN, model.WRONGLY_DOWN})
+DROP_KINDS = frozenset({model.TABLE_FULL, model.SUPPRESSED, model.COUNTED_DROPS})
 
 RATELIMIT_S = 5.0  # net.core.message_cost: one burst of 10 messages per 5 s (kernel-conntrack.md 2.4)
 CONNTRACK_KINDS = ("conntrack-overflow-after-restart", "conntrack-overflow-reconnect-storm", "conntrack-overflow")
@@ -33,6 +40,8 @@ CONNTRACK_KINDS = ("conntrack-overflow-after-restart", "conntrack-overflow-recon
 @dataclass(frozen=True)
 class Options:
     gap: float = 120.0
+    drop_gap: float = 30.0  # drop-free seconds that end an overflow, when a restart came in between (_overflows)
+    settle: float = 90.0  # drop-free seconds that end an overflow in any case: a GC pass has come (_overflows)
     lookback: float = 600.0
     storm_per_s: int = 20
     same_event: float = 120.0  # boot/down lines of one daemon closer than this are one restart / one mark-down
@@ -65,6 +74,7 @@ class HostKernel:
     drops_counted: int = 0  # from the kernel's drop counter (lab recordings), when there is one
     peak_per_s: int = 0
     netns: list[str] = field(default_factory=list)
+    lab_scenarios: list[str] = field(default_factory=list)  # `ctguard lab reproduce` scenarios the drops came from
     first_ev: model.Event | None = None
     last_ev: model.Event | None = None
 
@@ -133,6 +143,16 @@ class Incident:
         return sum(k.drops for k in self.kernel)
 
     @property
+    def lab_scenarios(self) -> list[str]:
+        return list(dict.fromkeys(s for k in self.kernel for s in k.lab_scenarios))
+
+    @property
+    def marked_down_by_mon(self) -> list[Point]:
+        """Mark-downs the monitors decided (failure reports, report timeouts) or the OSD saw as wrong; not the
+        clean stops (an OSD that marked itself down is being restarted)."""
+        return [p for p in self.marked_down if not p.how.startswith("marked itself")]
+
+    @property
     def conntrack(self) -> bool:
         return self.cause_kind in CONNTRACK_KINDS
 
@@ -195,36 +215,153 @@ def _domain(events: list[model.Event], buckets: list[tuple[model.BucketKey, mode
             merged[-1][1] = max(merged[-1][1], w[1])
         else:
             merged.append(list(w))
+    stories = _stories(events, opts.same_event)
+    phases = _overflows([e.ts for e in events if e.kind in DROP_KINDS], stories, opts)
     # slice by time with bisect: a month of logs can hold thousands of incidents
     ev_ts = [e.ts for e in events]
     bks_sorted = sorted(buckets, key=lambda kb: kb[0][4])
     bk_secs = [k[4] for k, _ in bks_sorted]
     seeds.sort()
     out = []
-    for a, b in merged:
-        i = bisect.bisect_left(seeds, a)
-        first_seed = seeds[i] if i < len(seeds) and seeds[i] <= b else a
-        restarts = [e for e in events[bisect.bisect_left(ev_ts, first_seed - opts.lookback):
-                                      bisect.bisect_right(ev_ts, b + opts.gap)] if e.kind in RESTART_KINDS]
-        start = min([a] + [e.ts for e in restarts])
-        evs = [e for e in events[bisect.bisect_left(ev_ts, start):bisect.bisect_right(ev_ts, b + 1)]
-               if e.kind not in RESTART_KINDS] + restarts
-        bks = bks_sorted[bisect.bisect_right(bk_secs, start - 1):bisect.bisect_right(bk_secs, b + 1)]
-        out.append(_incident(start, b, evs, bks, opts, kernel_inputs))
+    taken = float("-inf")  # restarts up to here belong to an earlier incident
+    for lo, hi, first, last in _pieces(merged, phases, stories, opts.drop_gap):
+        i = bisect.bisect_left(seeds, lo)
+        if not (i < len(seeds) and (seeds[i] < hi or last and seeds[i] <= hi)):
+            continue  # a stretch between two stories with no trouble in it (restarts that went well)
+        first_seed = seeds[i]
+        drops = [e.ts for e in events[bisect.bisect_left(ev_ts, lo):bisect.bisect_right(ev_ts, hi)]
+                 if e.kind in DROP_KINDS]
+        first_drop = drops[0] if drops else first_seed
+        upto = hi + opts.gap if last else hi
+        k = bisect.bisect_right(stories, max(drops[-1] if drops else first_seed, lo))
+        if drops and k < len(stories):  # a restart after the overflow begins another story
+            upto = min(upto, stories[k])
+        restarts = [e for e in events[bisect.bisect_right(ev_ts, max(taken, first_seed - opts.lookback)):
+                                      bisect.bisect_left(ev_ts, upto)] if e.kind in RESTART_KINDS]
+        restarts = _latest_restarts(restarts, first_drop)
+        taken = upto
+        start = min([lo] + [e.ts for e in restarts])
+        end_i = bisect.bisect_right(ev_ts, hi + 1) if last else bisect.bisect_left(ev_ts, hi)
+        evs = [e for e in events[bisect.bisect_left(ev_ts, start):end_i] if e.kind not in RESTART_KINDS] + restarts
+        bk_lo = bisect.bisect_right(bk_secs, start - 1) if first or start < lo else bisect.bisect_left(bk_secs, lo)
+        bk_hi = bisect.bisect_right(bk_secs, hi + 1) if last else bisect.bisect_left(bk_secs, hi)
+        out.append(_incident(start, hi, evs, bks_sorted[bk_lo:bk_hi], opts, kernel_inputs))
     return out
 
 
-def _restarts(evs: list[model.Event], window: float) -> list[model.Event]:
-    """One entry per restart: every OSD-side process start, and the cluster log's boot line only when no
-    process start of that daemon came shortly before it (the same restart seen from the mon)."""
+def _overflows(drops: list[float], stories: list[float], opts: Options) -> list[list[float]]:
+    """[first, last] drop of each overflow. Drops closer than `drop_gap` are one overflow (while the table is
+    full, refused peers retry within seconds and the kernel logs a burst every 5 s). A longer drop-free stretch
+    ends it only once the table has settled: a new restart came in between (another cause), or the stretch is
+    longer than `settle` (the GC worker's pass, which frees a full table, came within 82 s in every lab
+    overflow, kernel-conntrack.md 6b); a shorter quiet stretch with no restart is a full table nobody knocked on."""
+    out: list[list[float]] = []
+    for p in _windows(drops, min(opts.drop_gap, opts.gap)):
+        if out:
+            q = out[-1]
+            i = bisect.bisect_right(stories, q[1])
+            restarted = i < len(stories) and stories[i] < p[0]
+            if p[0] - q[1] <= min(opts.settle, opts.gap) and not restarted:
+                q[1] = p[1]
+                continue
+        out.append(p)
+    return out
+
+
+def _pieces(merged: list[list[float]], phases: list[list[float]], stories: list[float], burst: float
+            ) -> list[tuple[float, float, bool, bool]]:
+    """Each trouble window, cut around the overflows it holds: (start, end, whether it starts the window,
+    whether it ends it).
+
+    An overflow (`_overflows`: drops, up to a drop-free, settled stretch) is one incident. Its story begins with
+    the burst of restarts (`stories`: clean stops, process starts, boots that are not re-joins; one burst while
+    they come less than `burst` seconds apart) that came last before its first drop, and goes on with its
+    aftermath (mark-downs, re-joins, slow requests) until the next restart. Between two overflows with no restart in
+    between, the cut is half-way from the last drop of one to the first drop of the next."""
+    out: list[tuple[float, float, bool, bool]] = []
+    k = 0
+    for a, b in merged:
+        while k < len(phases) and phases[k][1] < a:
+            k += 1
+        inside = []
+        while k < len(phases) and phases[k][0] <= b:
+            inside.append(phases[k])
+            k += 1
+        cuts: list[float] = []
+        floor = a
+        for n, p in enumerate(inside):
+            i = bisect.bisect_right(stories, p[0] + 1) - 1  # the restart burst that came last before the drops
+            if i >= 0 and stories[i] >= floor:
+                while i > 0 and stories[i - 1] >= floor and stories[i] - stories[i - 1] <= burst:
+                    i -= 1
+                cuts.append(stories[i])
+            nxt = inside[n + 1][0] if n + 1 < len(inside) else b
+            i = bisect.bisect_right(stories, p[1])  # the first restart after the drops begins another story
+            if i < len(stories) and stories[i] < nxt:
+                cuts.append(stories[i])
+            elif n + 1 < len(inside):
+                cuts.append((p[1] + nxt) / 2)
+            floor = p[1]
+        bounds = [a] + sorted({c for c in cuts if a < c < b}) + [b]
+        for n in range(len(bounds) - 1):
+            out.append((bounds[n], bounds[n + 1], n == 0, n == len(bounds) - 2))
+    return out
+
+
+def _stories(events: list[model.Event], same: float) -> list[float]:
+    """When restarts that begin a new story happened: process starts, and cluster-log boots that are neither
+    the boot of a process start just before nor a re-join after the mon marked the daemon down."""
     starts: dict[str, list[float]] = defaultdict(list)
+    downs: dict[str, list[float]] = defaultdict(list)
+    out = []
+    for e in events:  # (sorted by time)
+        if e.kind == model.OSD_START:
+            starts[e.daemon].append(e.ts)
+            out.append(e.ts)
+        elif e.kind in DOWN_KINDS and e.detail.startswith("marked itself"):
+            out.append(e.ts)  # a clean stop: the restart begins here
+        elif e.kind in DOWN_KINDS:
+            downs[e.daemon].append(e.ts)
+        elif e.kind == model.MON_BOOT and not any(0 <= e.ts - t <= same
+                                                  for t in starts[e.daemon][-4:] + downs[e.daemon][-4:]):
+            out.append(e.ts)
+    return out
+
+
+def _latest_restarts(restarts: list[model.Event], first_drop: float) -> list[model.Event]:
+    """A daemon restarted twice before an overflow: its last restart is the one that counts (the earlier one was
+    over, its daemon up again). The restart's lines (process start, then the mon's boot line) stay together:
+    the last process start is the anchor, or the last boot line where the OSD logs are missing."""
+    anchor: dict[str, tuple[bool, float]] = {}
+    for e in restarts:
+        if e.ts <= first_drop + 1:
+            key = (e.kind == model.OSD_START, e.ts)
+            anchor[e.daemon] = max(anchor.get(e.daemon, key), key)
+    return [e for e in restarts if e.ts > first_drop + 1 or e.ts >= anchor[e.daemon][1]]
+
+
+def _restarts(evs: list[model.Event], window: float) -> list[model.Event]:
+    """One entry per restart: each OSD-side start (its init line, or its process line when no init line
+    follows), and the cluster log's boot line only when no start of that daemon came shortly before it (the
+    same restart seen from the mon)."""
+    starts: dict[str, list[float]] = defaultdict(list)
+    inits: dict[str, list[float]] = defaultdict(list)
     for e in evs:
         if e.kind == model.OSD_START:
             starts[e.daemon].append(e.ts)
+            if not e.detail:
+                inits[e.daemon].append(e.ts)
     out = []
     for e in sorted(evs, key=lambda e: e.ts):
-        if e.kind == model.OSD_START or (e.kind == model.MON_BOOT
-                                         and not any(0 <= e.ts - t <= window for t in starts[e.daemon])):
+        if e.kind == model.OSD_START:
+            # "ceph version ..., process ceph-osd, pid N" opens every run of the binary (also `--mkfs`); the
+            # restart is its "done with init, starting boot process" (minutes later when a FileStore journal
+            # replays). A process line counts alone only when no init line follows it (other log levels, a
+            # start that never finished init)
+            if not (e.detail.startswith("process start, pid")
+                    and any(0 <= t - e.ts <= window for t in inits[e.daemon])):
+                out.append(e)
+        elif not any(0 <= e.ts - t <= window for t in starts[e.daemon]):
             out.append(e)
     return out
 
@@ -253,6 +390,8 @@ def _incident(start: float, end: float, evs: list[model.Event], bks: list[tuple[
             hk.last_ev = e
             if e.detail and e.detail not in hk.netns:
                 hk.netns.append(e.detail)
+            if e.kind == model.COUNTED_DROPS and e.peer and e.peer not in hk.lab_scenarios:
+                hk.lab_scenarios.append(e.peer)
             series[f"drops:{e.host or '-'}"][int(e.ts // 1)] += e.count
         else:
             # N messages were suppressed since the previous burst: spread them over that interval
@@ -311,11 +450,13 @@ def _incident(start: float, end: float, evs: list[model.Event], bks: list[tuple[
         restarted.append(Point(e.daemon, e.host, e.ts, how, e))
     marked: list[Point] = []
     preferred = sorted(downs_raw, key=lambda e: (e.kind != model.MARKED_DOWN, e.ts))
-    seen: dict[str, float] = {}
+    seen: dict[tuple[str, bool], float] = {}
     for e in preferred:
-        if e.daemon in seen and abs(e.ts - seen[e.daemon]) <= opts.same_event:
+        # a clean stop (marked itself down) and a later failure of the restarted daemon are two events
+        who = (e.daemon, e.kind == model.MARKED_DOWN and e.detail.startswith("marked itself"))
+        if who in seen and abs(e.ts - seen[who]) <= opts.same_event:
             continue
-        seen[e.daemon] = e.ts
+        seen[who] = e.ts
         how = e.detail if e.kind == model.MARKED_DOWN else "wrongly marked me down (OSD log)"
         marked.append(Point(e.daemon, e.host, e.ts, how, e))
     marked.sort(key=lambda p: p.ts)
@@ -341,6 +482,18 @@ def _osd_order(name: str) -> tuple[str, int, str]:
 
 def _s(x: float) -> str:
     return f"{x:.0f} s" if x >= 10 else f"{x:.1f} s"
+
+
+def _beacon(downs: list[Point]) -> str:
+    """How many of the mark-downs were the monitors' report timeout (OSDMonitor::handle_osd_timeouts): the OSD
+    sent no beacon (Luminous on) or no pg stats (before) for mon_osd_report_timeout (900 s). That is how the
+    2014 incident ended: the OSDs were alive but could not reach the mon through the full table."""
+    timed = [p for p in downs if p.how.startswith(("no beacon", "no pg stats"))]
+    if not timed:
+        return ""
+    what = "beacon" if timed[0].how.startswith("no beacon") else "pg stats"
+    return (f", {len(timed)} of them for no {what} (after {timed[0].how.split(' for ')[-1]}: "
+            f"mon_osd_report_timeout)")
 
 
 def _cause(inc: Incident, evs: list[model.Event], opts: Options, kernel_inputs: int) -> None:
@@ -413,7 +566,7 @@ def _cause(inc: Incident, evs: list[model.Event], opts: Options, kernel_inputs: 
                 f"{_s(t1 - first_drop)} after the first drop ({downs[0].how}); the last 'table full' line is at "
                 f"{fmt(last_drop)}", [Evidence.of(p.ev) for p in downs[:3]]))
             summary.append(f"ended when the mon marked {len(downs)} OSD(s) down {_s(t1 - first_drop)} after "
-                           f"the first drop")
+                           f"the first drop" + _beacon(downs))
         elif after:
             summary.append(f"drops stopped at {fmt(last_drop)}; the OSDs that went down meanwhile stopped cleanly "
                            f"(marked themselves down: {_names(after, 4)})")
@@ -427,7 +580,8 @@ def _cause(inc: Incident, evs: list[model.Event], opts: Options, kernel_inputs: 
     else:
         trouble = []
         if inc.marked_down:
-            trouble.append(f"{len(inc.marked_down)} OSD(s) marked down ({_names(inc.marked_down, 4)})")
+            trouble.append(f"{len(inc.marked_down)} OSD(s) marked down ({_names(inc.marked_down, 4)})"
+                           + _beacon(inc.marked_down))
             claims.append(Claim(f"OSDs marked down: {_names(inc.marked_down)}",
                                 [Evidence.of(p.ev) for p in inc.marked_down[:3]]))
         if faults:

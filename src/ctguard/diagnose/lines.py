@@ -32,7 +32,8 @@ SYSLOG_RE = re.compile(
 ISO_SYSLOG_RE = re.compile(
     r"^(?:<\d{1,3}>1? ?)?(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,9})?(?:Z|[+-]\d\d:?\d\d)) (\S+) ([^\s:\[]+)"
     r"(?:\[(\d+)\])?: ?(.*)$")
-_UNIT_RE = re.compile(r"ceph-(osd|mon|mgr|mds)@([\w.-]+?)(?:\.service)?$")
+# ceph-osd@3.service (packages), ceph-FSID@osd.3.service (cephadm)
+_UNIT_RE = re.compile(r"ceph-(?:[0-9a-f]{8}-[0-9a-f-]{27}@(osd|mon|mgr|mds)\.|(osd|mon|mgr|mds)@)([\w.-]+?)(?:\.service)?$")
 
 
 @dataclass(frozen=True)
@@ -158,11 +159,21 @@ def _cluster(ts: float, host: str, name: str, msg: str, n: int, ctx: SourceCtx, 
         o = ceph.osd_message(msg)
         if o is None:
             return None
-        return _ev(ctx, n, text, ts, o[0], host, name, count=o[1], peer=o[2], detail=o[3])
+        return _osd(ctx, n, text, ts, o, host, name)
     c = ceph.cluster_message(msg)
     if c is None:
         return None
     return _ev(ctx, n, text, ts, c[0], host, c[2] or name, count=c[1], peer=name, detail=c[4])
+
+
+def _osd(ctx: SourceCtx, n: int, text: str, ts: float, o: tuple[str, int, str, str], host: str,
+         daemon: str) -> model.Event:
+    kind, count, peer, detail = o
+    if kind == model.WRONGLY_DOWN and peer:  # "Monitor daemon marked osd.N down, but it is still running": osd.N
+        daemon, peer = peer, ""
+    elif kind == model.OSD_START and not daemon and detail.startswith("process start, pid "):
+        daemon = f"ceph-osd[{detail.rpartition(' ')[2]}]"  # (a container's log: name the file or the unit)
+    return _ev(ctx, n, text, ts, kind, host, daemon, count=count, peer=peer, detail=detail)
 
 
 def _ceph_message(ts: float, host: str, hint: str, msg: str, n: int, ctx: SourceCtx, text: str) -> Parsed:
@@ -181,16 +192,18 @@ def _ceph_message(ts: float, host: str, hint: str, msg: str, n: int, ctx: Source
             if daemon.startswith("osd.") or not daemon and ctx.daemon.startswith("osd."):
                 o = ceph.osd_message(inner)
                 if o is not None:
-                    return _ev(ctx, n, text, ts, o[0], host, daemon or ctx.daemon, count=o[1], peer=o[2],
-                               detail=o[3])
+                    return _osd(ctx, n, text, ts, o, host, daemon or ctx.daemon)
                 return None
             c = ceph.cluster_message(inner)
             if c is not None:
                 return _ev(ctx, n, text, ts, c[0], host, c[2] or daemon, count=c[1], detail=c[4])
+            o = ceph.osd_message(inner)  # an OSD's clog line in a log that does not say which daemon wrote it
+            if o is not None and o[0] in (model.WRONGLY_DOWN, model.OSD_START):
+                return _osd(ctx, n, text, ts, o, host, daemon)
             return None
     o = ceph.osd_message(msg)
     if o is not None:
-        return _ev(ctx, n, text, ts, o[0], host, daemon, count=o[1], peer=o[2], detail=o[3])
+        return _osd(ctx, n, text, ts, o, host, daemon)
     c = ceph.cluster_message(msg)
     if c is not None:
         return _ev(ctx, n, text, ts, c[0], host, c[2] or daemon, count=c[1], detail=c[4])
@@ -228,8 +241,19 @@ def _journal_json(text: str, n: int, ctx: SourceCtx) -> Parsed:
     hint = ""
     um = _UNIT_RE.search(_str(obj.get("_SYSTEMD_UNIT")))
     if um:
-        hint = f"{um.group(1)}.{um.group(2)}"
+        hint = f"{um.group(1) or um.group(2)}.{um.group(3)}"
     return _message(ts, host, ident, msg, n, ctx, text, daemon_hint=hint)
+
+
+def _lab_osd(v: Any) -> int | None:
+    """The OSD of a lab record: `"osd": 3` (events) or `"osd": "osd.3"` (boot and marked_down records)."""
+    if isinstance(v, int) and not isinstance(v, bool):
+        return v
+    if isinstance(v, str):
+        num = v[4:] if v.startswith("osd.") else v
+        if num.isdigit():
+            return int(num)
+    return None
 
 
 def _lab_record(obj: dict[str, Any], text: str, n: int, ctx: SourceCtx) -> Parsed:
@@ -244,6 +268,8 @@ def _lab_record(obj: dict[str, Any], text: str, n: int, ctx: SourceCtx) -> Parse
             return SKIPPED
         st["t0"], st["host"] = float(t0), _str(obj.get("host"))
         st["netns"] = _str(obj.get("netns_inode"))
+        sc = obj.get("scenario")
+        st["scenario"] = _str(sc.get("name")) if isinstance(sc, dict) else ""
         st.pop("drop", None)
         return None
     t = obj.get("t")
@@ -259,9 +285,10 @@ def _lab_record(obj: dict[str, Any], text: str, n: int, ctx: SourceCtx) -> Parse
         st["drop"] = drop
         if prev is None or drop <= prev:
             return None
-        return _ev(ctx, n, text, ts, model.COUNTED_DROPS, host, "kernel", count=drop - prev, detail=st["netns"])
-    osd = obj.get("osd")
-    if not isinstance(osd, int):
+        return _ev(ctx, n, text, ts, model.COUNTED_DROPS, host, "kernel", count=drop - prev, detail=st["netns"],
+                   peer=st["scenario"])  # (peer: the lab scenario, to name the incident after it)
+    osd = _lab_osd(obj.get("osd"))
+    if osd is None:
         return None
     if kind == "event" and obj.get("event") == "start":
         return _ev(ctx, n, text, ts, model.OSD_START, host, f"osd.{osd}", detail="process start (lab)")

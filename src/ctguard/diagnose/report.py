@@ -40,6 +40,8 @@ def incident_doc(inc: Incident, n: int) -> dict[str, Any]:
                       for p in inc.restarted],
         "marked_down": [{"daemon": p.daemon, "host": p.host, "at": t(p.ts), "how": p.how, "evidence": _ev(p.ev)}
                         for p in inc.marked_down],
+        "marked_down_by_mon": len(inc.marked_down_by_mon),
+        "lab_scenarios": inc.lab_scenarios,
         "cause": inc.cause,
         "cause_kind": inc.cause_kind,
         "conntrack": inc.conntrack,
@@ -66,10 +68,10 @@ def document(res: ScanResult, incidents: list[Incident]) -> dict[str, Any]:
     return {
         "verdict": verdict(incidents),
         "lines": {"read": res.read, "matched": res.matched, "skipped": res.skipped,
-                  "ignored": max(0, res.read - res.matched - res.skipped)},
+                  "ignored": max(0, res.read - res.matched - res.skipped), "duplicates": res.duplicates},
         "inputs": [{"source": i.source, "host": i.host, "daemon": i.daemon, "kinds": i.kinds,
                     "compression": i.compression or None, "via": i.via, "lines": i.lines, "bytes": i.bytes,
-                    "error": i.error or None} for i in res.inputs],
+                    "error": i.error or None, "duplicates": i.duplicates} for i in res.inputs],
         "incidents": [incident_doc(inc, n) for n, inc in enumerate(incidents, start=1)],
     }
 
@@ -81,6 +83,8 @@ def text(doc: dict[str, Any]) -> str:
     binary = [i for i in doc["inputs"] if i["error"] == BINARY]
     out.append(f"Read {ln['read']} lines from {len(doc['inputs']) - len(binary)} input(s): {ln['matched']} matched, "
                f"{ln['skipped']} skipped (unknown shape or garbage), {ln['ignored']} ordinary."
+               + (f" {ln['duplicates']} kernel line(s) counted once: another input of the same host has them."
+                  if ln.get("duplicates") else "")
                + (f" Not read: {len(binary)} binary file(s) found in the directories." if binary else ""))
     for i in doc["inputs"]:
         if i["error"] and i["error"] != BINARY:
@@ -89,12 +93,15 @@ def text(doc: dict[str, Any]) -> str:
         out.append("No incident: no conntrack overflow and no OSD trouble in these logs.")
     for inc in doc["incidents"]:
         out.append("")
-        out.append(f"Incident {inc['id']}: {inc['start']} .. {inc['end']} ({inc['duration_s']:.0f} s), "
+        lab = f" (lab scenario {', '.join(inc['lab_scenarios'])})" if inc.get("lab_scenarios") else ""
+        out.append(f"Incident {inc['id']}{lab}: {inc['start']} .. {inc['end']} ({inc['duration_s']:.0f} s), "
                    f"hosts: {', '.join(inc['hosts']) or '-'}")
         out.append(f"  Cause [{inc['cause_kind']}]: {inc['cause']}")
         counted = f"{inc['drops_counted']} counted; " if inc["drops_counted"] else ""
         out.append(f"  Drops: {inc['drops']} ({counted}{inc['drops_logged']} logged + {inc['suppressed']} suppressed); "
-                   f"restarted: {len(inc['restarted'])}; marked down: {len(inc['marked_down'])}")
+                   f"restarted: {len(inc['restarted'])}; marked down by the mon: {inc['marked_down_by_mon']}"
+                   + (f" (+{len(inc['marked_down']) - inc['marked_down_by_mon']} stopped cleanly)"
+                      if len(inc["marked_down"]) > inc["marked_down_by_mon"] else ""))
         for c in inc["claims"]:
             out.append(f"  - {c['claim']}")
             for e in c["evidence"]:
@@ -105,6 +112,13 @@ def text(doc: dict[str, Any]) -> str:
             for d in busy[:20]:
                 out.append(f"    {d['daemon']:<28} {d['lossy_faults']:>7} {d['faults_per_s_peak']:>6} "
                            f"{d['distinct_peers']:>5} {d['heartbeat_no_reply']:>5} {d['slow_requests_max']:>5}")
+    if len(doc["incidents"]) > 1:  # one line each, to set beside `lab reproduce`'s table or a timeline
+        out.append("")
+        out.append(f"  {'#':>3}  {'start':<24} {'length s':>8} {'drops':>8} {'marked down':>11}  cause")
+        for inc in doc["incidents"]:
+            lab = f" ({', '.join(inc['lab_scenarios'])})" if inc.get("lab_scenarios") else ""
+            out.append(f"  {inc['id']:>3}  {inc['start']:<24} {inc['duration_s']:>8.0f} {inc['drops']:>8} "
+                       f"{inc['marked_down_by_mon']:>11}  {inc['cause_kind']}{lab}")
     return "\n".join(out)
 
 

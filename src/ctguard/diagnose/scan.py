@@ -19,18 +19,23 @@ import re
 import stat
 import sys
 import zlib
+from collections import defaultdict
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import BinaryIO, Protocol
 
-from ctguard.diagnose import kernel, model
+from ctguard.diagnose import dedup, model
 from ctguard.diagnose.lines import SKIPPED, SourceCtx, parse_line
 from ctguard.diagnose.needles import Search, numpy_or_none
 
 # Needles (every interesting line contains one). Those of 7 bytes or more cost nothing extra in the hashed pass
 # (needles.py); a shorter one costs a `find` pass of its own.
-KERNEL_NEEDLES: tuple[bytes, ...] = (b", dropping packet",)  # every nf_conntrack/ip_conntrack table-full form
+KERNEL_NEEDLES: tuple[bytes, ...] = (
+    b", dropping packet",  # every nf_conntrack/ip_conntrack table-full form
+    b"callbacks suppressed",  # net_ratelimit / __ratelimit: N callbacks suppressed (2.6.31 on; kernel.py)
+    b"messages suppressed",  # printk: N messages suppressed. (2.6 before 2.6.31)
+)
 DAEMON_NEEDLES: tuple[bytes, ...] = (
     b"lossy channel",  # messenger: (_)fault on lossy channel, failing (all messenger generations)
     b"heartbeat_check",  # heartbeat_check: no reply from ... osd.N
@@ -40,12 +45,15 @@ DAEMON_NEEDLES: tuple[bytes, ...] = (
     b"slow ops, oldest",  # N slow ops, oldest is/one ... (Nautilus on), also the cluster log's SLOW_OPS
     b"RESETSESSION",  # connect got RESETSESSION (Simple, AsyncMessenger v1): the peer dropped our session
     b"session reset",  # handle_session_reset received session reset (ProtocolV2)
+    b"process ceph-osd",  # ceph version X (...), process ceph-osd, pid N: the first line of every OSD start
+    b"but it is still running",  # Monitor daemon marked osd.N down, but it is still running (Luminous on)
+    b"slow request ",  # slow request 30.0 seconds old, received at ... (one op; the summary has "slow requests")
+    b"requests are blocked",  # Hammer/Jewel health: N requests are blocked > 32 sec
 )
 SIMPLE_NEEDLES: tuple[bytes, ...] = (b"couldn't read tag", b"writer finishing")  # SimpleMessenger teardown
 LAB_NEEDLES: tuple[bytes, ...] = (b'"kind": "meta"', b'"kind": "ct"', b'"kind": "event"', b'"kind": "boot"',
                                   b'"kind": "marked_down"')  # ctguard lab recordings (data/lab/, docs/lab.md)
 MON_NEEDLES: tuple[bytes, ...] = (b" failed (", b"marked itself down", b"marked down after", b" boot")
-SUPPRESSED = b"callbacks suppressed"  # only looked for right before a table-full line (kernel.py)
 CHUNK = 2 << 20  # bytes per read: small enough that the numpy passes find them in cache
 MAX_LINE = 1 << 20  # a "line" longer than this without a newline is cut (binary blobs)
 MAX_PARSE = 8192  # characters of a candidate line given to the parser
@@ -89,6 +97,7 @@ class InputInfo:
     lines: int = 0
     bytes: int = 0
     error: str = ""
+    duplicates: int = 0  # kernel records that another input of the same host holds too (dedup.py): not counted
 
 
 @dataclass
@@ -98,6 +107,7 @@ class ScanResult:
     read: int = 0
     matched: int = 0
     skipped: int = 0
+    duplicates: int = 0  # matched kernel lines not counted: another input of the same host has them (dedup.py)
     inputs: list[InputInfo] = field(default_factory=list)
 
     def add(self, ev: model.Event) -> None:
@@ -277,10 +287,7 @@ class _Lines:
         self.ctx = ctx
         self.acc = acc
         self.search = search
-        self.kernel_needle = KERNEL_NEEDLES[0] if KERNEL_NEEDLES[0] in search.needles else None
         self.lines = 0
-        self.tail: list[tuple[int, bytes]] = []  # last lines of the previous buffer, for the lookback
-        self.supp_done: set[int] = set()
 
     def emit(self, line: bytes, line_no: int) -> None:
         if b"\x00" in line:
@@ -289,10 +296,6 @@ class _Lines:
         if got is SKIPPED:
             self.acc.skipped += 1
         elif isinstance(got, model.Event):
-            if got.kind == model.SUPPRESSED:
-                if line_no in self.supp_done:
-                    return
-                self.supp_done.add(line_no)
             self.acc.add(got)
 
     def buffer(self, buf: bytes | bytearray, end: int) -> None:
@@ -305,47 +308,19 @@ class _Lines:
             self.acc.skipped += 1
             i = find(b"\x00", e, end)
         starts: dict[int, int] = {}
-        lookback: list[int] = []
-        kernel_needle = self.kernel_needle
         s = e = -1
-        for i, nd in sorted(self.search.find(buf, end)):
+        for i, _nd in sorted(self.search.find(buf, end)):
             if i > e:  # a new line; later needles in the same line cost nothing (a megabyte-long line full of
                 # needles stays linear: no rfind back to its start for each of them)
                 s = rfind(b"\n", 0, i) + 1
                 e = find(b"\n", i, end)
                 starts[s] = e
-            if nd == kernel_needle and (not lookback or lookback[-1] != s):  # (equality: pickled to a worker)
-                lookback.append(s)
-        from_tail: list[tuple[int, bytes]] = []
-        for s in lookback:  # "net_ratelimit: N callbacks suppressed" within the lines before a table-full line
-            pe = s
-            for step in range(kernel.SUPPRESSED_WINDOW):
-                if pe == 0:
-                    for ln, text in self.tail[::-1][: kernel.SUPPRESSED_WINDOW - step]:
-                        if SUPPRESSED in text:
-                            from_tail.append((ln, text))
-                    break
-                ps = rfind(b"\n", 0, pe - 1) + 1
-                if find(SUPPRESSED, ps, pe) != -1:
-                    starts[ps] = pe - 1
-                pe = ps
         base = self.lines
-        for ln, text in from_tail:
-            self.emit(text, ln)
         order = sorted(starts)
         before, nl = newlines_before(buf, end, order)  # line numbers
         for s, k in zip(order, before, strict=True):
             self.emit(bytes(buf[s:starts[s]]), base + k + 1)
         self.lines = base + nl
-        tail: list[tuple[int, bytes]] = []  # the last few lines, for the next buffer's lookback
-        pe = end
-        for k in range(kernel.SUPPRESSED_WINDOW):
-            if pe <= 0:
-                break
-            ps = rfind(b"\n", 0, pe - 1) + 1
-            tail.append((self.lines - k, bytes(buf[ps:pe - 1])))
-            pe = ps
-        self.tail = tail[::-1]
 
 
 def _run(st: _Lines, stream: Reader, limit: int, info: InputInfo, progress: Progress | None, total: int) -> int:
@@ -407,31 +382,18 @@ def _next_line_start(path: str, off: int) -> int:
             pos += len(b)
 
 
-def _tail_before(path: str, off: int) -> list[bytes]:
-    """The lines just before offset `off` (a line start), for the suppressed-line lookback."""
-    if off == 0:
-        return []
-    lo = max(0, off - 8192)
-    with open(path, "rb") as f:
-        f.seek(lo)
-        b = f.read(off - lo)
-    return b.split(b"\n")[:-1][-kernel.SUPPRESSED_WINDOW:]
-
-
 def _scan_range(path: str, start: int, end: int, ctx: SourceCtx, search: Search) -> tuple[ScanResult, int, str]:
     """One worker's share of a big plain file; its lines are numbered from 1 within the range."""
     acc = ScanResult()
     info = InputInfo(source=path, host="", daemon="", kinds=[], compression="")
     st = _Lines(ctx, acc, search)
-    before = _tail_before(path, start)
-    st.tail = [(k - len(before) + 1, text) for k, text in enumerate(before)]  # lines 0, -1, -2 of the range
     with open(path, "rb", buffering=0) as f:
         f.seek(start)
         _run(st, f, end - start, info, None, 0)
     return acc, st.lines, info.error
 
 
-def _merge(into: ScanResult, part: ScanResult, line_offset: int, seen_supp: set[tuple[str, int]]) -> None:
+def _merge(into: ScanResult, part: ScanResult, line_offset: int) -> None:
     def fix(e: model.Event) -> model.Event:
         e.line_no += line_offset  # (in place: the worker's copy is ours alone)
         return e
@@ -439,13 +401,7 @@ def _merge(into: ScanResult, part: ScanResult, line_offset: int, seen_supp: set[
     into.matched += part.matched
     into.skipped += part.skipped
     for e in part.events:
-        e = fix(e)
-        if e.kind == model.SUPPRESSED:
-            if (e.source, e.line_no) in seen_supp:  # seen by both workers around a cut
-                into.matched -= 1
-                continue
-            seen_supp.add((e.source, e.line_no))
-        into.events.append(e)
+        into.events.append(fix(e))
     for key, b in part.buckets.items():
         have = into.buckets.get(key)
         if have is None:
@@ -477,9 +433,8 @@ def _scan_parallel(path: str, size: int, ctx: SourceCtx, search: Search, acc: Sc
         futs = [pool.submit(_scan_range, path, a, b, ctx, search) for a, b in ranges[1:]]
         results = [_scan_range(path, *ranges[0], ctx, search)] + [f.result() for f in futs]
     offset = 0
-    seen = {(e.source, e.line_no) for e in acc.events if e.kind == model.SUPPRESSED}
     for (part, lines, err), (_a, b) in zip(results, ranges, strict=True):
-        _merge(acc, part, offset, seen)
+        _merge(acc, part, offset)
         offset += lines
         if err and not info.error:
             info.error = err
@@ -537,6 +492,11 @@ def scan(specs: Iterable[InputSpec], make_ctx: Callable[[str, str, str], SourceC
         finally:
             if spec.path != "-":
                 stream.close()
+    attach_suppressed(acc)
+    acc.events, removed = dedup.dedup(acc.events)
+    for info in acc.inputs:
+        info.duplicates = removed.get(info.source, 0)
+    acc.duplicates = sum(removed.values())
     return acc
 
 
@@ -567,3 +527,31 @@ class _Prefixed:
 
     def close(self) -> None:
         self._rest.close()
+
+
+def attach_suppressed(acc: ScanResult) -> None:
+    """Keep a suppression count (`net_ratelimit: N callbacks suppressed`, `printk: N messages suppressed.`) only
+    when it belongs to the conntrack messages: the kernel prints it right before the next message that passes
+    the rate limit (lib/ratelimit.c; kernel/printk.c `__printk_ratelimit` before 2.6.31), so it counts when the
+    next kernel line of the same host in the same input (the one before it in a file written newest first) is
+    a table-full line printed within a second of it (the same second in syslog and dmesg -T, microseconds apart
+    in journald). Host, not line distance: a journal export of several hosts interleaves their records. The
+    other suppression lines become ordinary lines."""
+    groups: dict[tuple[str, str], list[model.Event]] = defaultdict(list)
+    for e in acc.events:
+        if e.kind in (model.TABLE_FULL, model.SUPPRESSED):
+            groups[(e.source, e.host)].append(e)
+    drop: set[int] = set()
+    for evs in groups.values():
+        evs.sort(key=lambda e: e.line_no)
+        if sum(b.ts - a.ts for a, b in zip(evs, evs[1:], strict=False)) < 0:
+            evs.reverse()  # written newest first: the kernel's order is the reverse of the file's
+        for i, e in enumerate(evs):
+            if e.kind != model.SUPPRESSED:
+                continue
+            after = evs[i + 1] if i + 1 < len(evs) else None
+            if after is None or after.kind != model.TABLE_FULL or abs(after.ts - e.ts) > 1.0:
+                drop.add(id(e))
+    if drop:
+        acc.events = [e for e in acc.events if id(e) not in drop]
+        acc.matched -= len(drop)
