@@ -134,8 +134,9 @@ class _Reader:
                 n = limit
                 break
             if not self._fill():
-                n = len(self.buf)
-                break
+                if self.buf:  # EOF inside a request: never answer half a request
+                    raise _Gone("closed in the middle of a request")
+                return b""  # EOF between requests: a client that closed its keep-alive connection
         out = bytes(self.buf[:n])
         del self.buf[:n]
         return out
