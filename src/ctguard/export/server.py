@@ -188,6 +188,8 @@ class _Handler(BaseHTTPRequestHandler):
             try:
                 tls.do_handshake()
             except (OSError, ValueError) as e:
+                if self.conn.evicted:
+                    raise _Gone("evicted during the TLS handshake") from e
                 srv.count("tls_failed")
                 raise _Gone(f"TLS handshake failed: {e}") from e
             sans = srv.tls.settings.client_allowed_sans
