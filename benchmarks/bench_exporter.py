@@ -55,11 +55,12 @@ from ctguard.table.status import read_breakdown
 CLI = [sys.executable, "-c", "from ctguard.cli import main; main()"]
 
 
-def start_exporter(ns: str, port: int, *args: str, src: str | None = None) -> subprocess.Popen[str]:
+def start_exporter(ns: str, port: int, *args: str, src: str | None = None,
+                   stderr: int | None = None) -> subprocess.Popen[str]:
     env = None if src is None else {**os.environ, "PYTHONPATH": src}
     p = subprocess.Popen([*CLI, "exporter", "--netns", ns, "--listen", f"127.0.0.1:{port}", "--json",  # noqa: S603
                           "--state-dir", f"/tmp/ctguard-bench-{os.getpid()}", *args],
-                         stdout=subprocess.PIPE, text=True, start_new_session=True, env=env)
+                         stdout=subprocess.PIPE, stderr=stderr, text=True, start_new_session=True, env=env)
     ready, _, _ = select.select([p.stdout], [], [], 30)
     assert ready and p.stdout is not None and json.loads(p.stdout.readline())["event"] == "listening"
     return p
@@ -172,7 +173,7 @@ def hold_idle_connections(ns: Netns, port: int, n: int, stop: threading.Event) -
 
 
 def scrape_cost(a: argparse.Namespace) -> None:
-    rows: list[tuple[str, str, str, str]] = []
+    rows: list[tuple[str, str, str, str, str, str]] = []
     with Testbed() as tb, tempfile.TemporaryDirectory() as d:
         ns = tb.ns()
         fill("tcp-est", 10_000, FILL_SRC, ns)
@@ -189,29 +190,40 @@ def scrape_cost(a: argparse.Namespace) -> None:
                     f"basic_auth_users:\n  prometheus: {pw_hash}\n")
         ctx = ssl.create_default_context(cafile=certs.ca)
         procs: list[subprocess.Popen[str]] = []
+
+        def err_fd(port: int) -> int:  # each exporter's stderr, to count tracebacks in it afterwards
+            return os.open(os.path.join(d, f"stderr-{port}"), os.O_WRONLY | os.O_CREAT, 0o600)
+
+        def tracebacks(port: int) -> int:
+            with open(os.path.join(d, f"stderr-{port}")) as f:
+                return f.read().count("Traceback")
+
         try:
             cases: list[tuple[str, int, ssl.SSLContext | None, str, bool]] = []
             if a.old_src:
-                procs.append(start_exporter(tb.srv, 9480, "--no-breakdown", src=a.old_src))
+                procs.append(start_exporter(tb.srv, 9480, "--no-breakdown", src=a.old_src, stderr=err_fd(9480)))
                 cases.append((f"before: exporter from {a.old_src}", 9480, None, "", False))
-            procs.append(start_exporter(tb.srv, 9477, "--no-breakdown"))
+                cases.append(("before: 40 never-finished connections kept open against it", 9480, None, "", True))
+            procs.append(start_exporter(tb.srv, 9477, "--no-breakdown", stderr=err_fd(9477)))
             cases.append(("after: plain HTTP", 9477, None, "", False))
             cases.append(("after: plain HTTP, 40 never-finished connections kept open against it", 9477, None, "",
                           True))
-            procs.append(start_exporter(tb.srv, 9478, "--no-breakdown", "--web-config", tls_cfg))
+            procs.append(start_exporter(tb.srv, 9478, "--no-breakdown", "--web-config", tls_cfg,
+                                        stderr=err_fd(9478)))
             cases.append(("after: TLS (--web-config)", 9478, ctx, "", False))
-            procs.append(start_exporter(tb.srv, 9479, "--no-breakdown", "--web-config", auth_cfg))
+            procs.append(start_exporter(tb.srv, 9479, "--no-breakdown", "--web-config", auth_cfg,
+                                        stderr=err_fd(9479)))
             cases.append(("after: TLS + basic auth (bcrypt cost 10, cached)", 9479, ctx, "prometheus:s3cret",
                           False))
             for label, port, tls, auth, attack in cases:
                 pid = next(p.pid for p in procs if f"127.0.0.1:{port}" in " ".join(map(str, p.args)))  # type: ignore[arg-type]
+                t = time.perf_counter()
+                c = RawKeepAlive(ns, port, tls, auth)  # connected first, as Prometheus already is
+                c.scrape()
+                first_ever = f"{(time.perf_counter() - t) * 1e3:.1f}"
                 stop = threading.Event()
                 made = hold_idle_connections(ns, port, 40, stop) if attack else [0]
                 time.sleep(1.0 if attack else 0)
-                t = time.perf_counter()
-                c = RawKeepAlive(ns, port, tls, auth)
-                first, _ = c.scrape()
-                connect_and_first = time.perf_counter() - t
                 walls: list[float] = []
                 cpu0 = cpu_seconds(pid)
                 for _ in range(a.scrapes):
@@ -219,10 +231,20 @@ def scrape_cost(a: argparse.Namespace) -> None:
                     walls.append(sec)
                     time.sleep(0.005)
                 cpu = (cpu_seconds(pid) - cpu0) / a.scrapes
+                # A new connection now (during the attack, if any): connect, TLS, first scrape.
+                t = time.perf_counter()
+                try:
+                    fresh = RawKeepAlive(ns, port, tls, auth)
+                    fresh.scrape()
+                    fresh_s = f"{(time.perf_counter() - t) * 1e3:.1f}"
+                    fresh.close()
+                except OSError as e:
+                    fresh_s = f"**failed** ({type(e).__name__})"
                 stop.set()
                 c.close()
                 note = f" ({made[0]} attacker connects meanwhile)" if attack else ""
-                rows.append((label, stats_ms(walls), f"{cpu * 1e3:.2f}{note}", f"{connect_and_first * 1e3:.1f}"))
+                rows.append((label, stats_ms(walls), f"{cpu * 1e3:.2f}{note}", first_ever, fresh_s,
+                             str(tracebacks(port))))
         finally:
             for p in procs:
                 if p.poll() is None:
@@ -231,9 +253,9 @@ def scrape_cost(a: argparse.Namespace) -> None:
     with open("/proc/loadavg") as f:
         load = f.read().split()[:3]
     print(f"{a.scrapes} keep-alive scrapes each, table 10,000 entries; load average at the end {' '.join(load)}\n")
-    print("| exporter | wall median ms | p99 ms | max ms | exporter CPU ms per scrape | new connection + first "
-          "scrape ms |")
-    print("|---|---|---|---|---|---|")
+    print("| exporter | wall median ms | p99 ms | max ms | exporter CPU ms per scrape | first connection + scrape "
+          "ms | a new connection + scrape at the end ms | tracebacks in its stderr so far |")
+    print("|---|---|---|---|---|---|---|---|")
     for row in rows:
         print("| " + " | ".join(row) + " |")
 
