@@ -293,3 +293,23 @@ def test_the_default_listen_address_is_loopback() -> None:
     r = CliRunner().invoke(cli, ["exporter", "--help"])
     text = " ".join(r.output.split())
     assert "HOST:PORT to listen on. [default: 127.0.0.1:9477]" in text and "--web-config FILE" in text
+
+
+def test_certificate_rotation_reloads_and_a_broken_one_keeps_the_old(tmp_path: pathlib.Path,
+                                                                     certs: tlscerts.Certs) -> None:
+    crt, key = tmp_path / "s.crt", tmp_path / "s.key"
+    shutil.copy(certs.server_cert, crt)
+    shutil.copy(certs.server_key, key)
+    cfg = webconfig.load(_write(tmp_path, "tls_server_config:\n  cert_file: s.crt\n  key_file: s.key\n"))
+    assert cfg.tls is not None
+    errors: list[str] = []
+    holder = webconfig.TLSContexts(cfg.tls, cfg.path, on_error=errors.append)
+    first = holder.get()
+    assert holder.get() is first  # unchanged files: the same context, no reload
+    crt.write_text("not a certificate\n")
+    assert holder.get() is first and len(errors) == 1 and "still serving the previous certificate" in errors[0]
+    assert holder.get() is first and len(errors) == 1  # the same broken file is reported once
+    other = tlscerts.make(str(tmp_path / "new"))
+    shutil.copy(other.server_cert, crt)
+    shutil.copy(other.server_key, key)
+    assert holder.get() is not first and len(errors) == 1
