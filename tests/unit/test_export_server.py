@@ -16,7 +16,7 @@ import pytest
 from ctguard.errors import BadInput
 from ctguard.export.collector import ConntrackCollector, build_registry
 from ctguard.export.readings import Reading
-from ctguard.export.server import MetricsServer, parse_listen
+from ctguard.export.server import HttpCollector, MetricsServer, parse_listen
 from ctguard.kernel.netns import Netns
 
 
@@ -145,6 +145,9 @@ def test_many_idle_connections_never_push_out_a_scraper() -> None:
         assert time.monotonic() - t0 < 5
         assert _wait(lambda: srv.stats["open"] <= 4)
         assert srv.stats["evicted"] >= 37 and srv.stats["refused"] == 0
+        fams = {m.name: m for m in HttpCollector(srv).collect()}
+        closed = {x.labels["reason"]: x.value for x in fams["ctguard_exporter_http_connections_closed"].samples}
+        assert closed["evicted"] == srv.stats["evicted"] and closed["refused"] == 0
         assert b" 200 OK" in _get(scraper)
         for s in (*junk, scraper, fresh):
             s.close()
@@ -298,6 +301,11 @@ def test_exporter_wiring_on_a_fake_proc_tree(tmp_path: pathlib.Path) -> None:
         assert s['ctguard_conntrack_counters_source{source="procfs"}'] == 1
         assert s['ctguard_restart_headroom_entries{daemon="osd.0"}'] == 60 - 50
         assert len(ex.collector.window.samples()) >= 2  # the sampler runs between scrapes
+        # The server's own counters: this one connection, no early closes yet.
+        assert s["ctguard_exporter_http_connections_total"] == 1
+        assert s["ctguard_exporter_http_open_connections"] == 1
+        assert s['ctguard_exporter_http_connections_closed_total{reason="evicted"}'] == 0
+        assert s["ctguard_exporter_http_requests_total"] >= 1  # this one is counted before it is answered
         c.close()
     finally:
         ex.stop()

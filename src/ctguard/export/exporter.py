@@ -13,6 +13,7 @@ from ctguard.export.server import (
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_PER_SOURCE,
     DEFAULT_REQUEST_TIMEOUT,
+    HttpCollector,
     MetricsServer,
 )
 from ctguard.export.trend import DEFAULT_BURST_FACTOR, SampleWindow
@@ -58,6 +59,7 @@ class Exporter:
         self.server = MetricsServer(self.registry, config.listen, ns if config.listen_in_target else None,
                                     config.idle_timeout, config.max_connections, config.max_per_source,
                                     config.request_timeout, config.web)
+        self.registry.register(HttpCollector(self.server))
 
     def start(self) -> None:
         self.sampler.start()

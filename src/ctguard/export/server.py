@@ -31,12 +31,13 @@ import socket
 import socketserver
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import urlsplit
 
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import CollectorRegistry
 
@@ -411,3 +412,28 @@ class MetricsServer:
         self._httpd.close_all()
         if self._thread is not None:
             self._thread.join(5)
+
+
+class HttpCollector:
+    """The server's own counters as metrics, so a lock-out attempt shows on the dashboard: evictions, request
+    deadlines missed, clients gone, failed TLS handshakes, refused and unauthorised requests."""
+
+    def __init__(self, server: MetricsServer) -> None:
+        self.server = server
+
+    def collect(self) -> Iterator[Metric]:
+        st = self.server.stats
+        yield CounterMetricFamily("ctguard_exporter_http_connections", "TCP connections accepted",
+                                  value=st["connections"])
+        closed = CounterMetricFamily("ctguard_exporter_http_connections_closed",
+                                     "connections the exporter closed early: evicted (idlest at a cap), refused "
+                                     "(every slot busy), timed_out (no whole request in time, or idle), gone "
+                                     "(client left or reset), tls_failed (handshake or client certificate)",
+                                     labels=["reason"])
+        for reason in ("evicted", "refused", "timed_out", "gone", "tls_failed"):
+            closed.add_metric([reason], st[reason])
+        yield closed
+        yield GaugeMetricFamily("ctguard_exporter_http_open_connections", "connections open now", value=st["open"])
+        yield CounterMetricFamily("ctguard_exporter_http_requests", "HTTP requests answered", value=st["requests"])
+        yield CounterMetricFamily("ctguard_exporter_http_unauthorized", "requests refused with 401 (basic auth)",
+                                  value=st["unauthorized"])
