@@ -214,6 +214,10 @@ def test_idle_and_half_open_connections_cannot_lock_out_scrapers(testbed: _tb.Te
             assert_scraping(cli, "ctguard")
             assert scraper.scrape().seconds < 2 and scraper.connects == 1
             assert attack.opened > 40  # the exporter kept closing attackers, and they kept coming back
+            s = scraper.scrape().samples()  # and says so in its metrics
+            closed = {r: s[f'ctguard_exporter_http_connections_closed_total{{reason="{r}"}}']
+                      for r in ("evicted", "refused", "timed_out")}
+            assert closed["evicted"] + closed["timed_out"] > 0 and closed["refused"] == 0, closed
         scraper.close()
     assert p.returncode == 0
     assert p.stderr is not None
