@@ -311,3 +311,22 @@ def test_exporter_wiring_on_a_fake_proc_tree(tmp_path: pathlib.Path) -> None:
         ex.stop()
     with pytest.raises(BadInput):
         Exporter(Netns(name="no/such"), cfg, proc_root=str(tmp_path))
+
+
+def test_a_request_cannot_grow_without_bound(server: MetricsServer) -> None:
+    # Many header lines, each under http.server's 64 KiB line cap, together over MAX_REQUEST_BYTES.
+    from ctguard.export.server import MAX_REQUEST_BYTES
+
+    s = _raw(server)
+    s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+    line = b"X-Pad: " + b"a" * 8000 + b"\r\n"
+    sent = 0
+    try:
+        while sent <= MAX_REQUEST_BYTES + len(line):
+            s.sendall(line)
+            sent += len(line)
+    except OSError:
+        pass
+    assert _closed(s)
+    assert _wait(lambda: server.stats["gone"] == 1)
+    s.close()

@@ -57,6 +57,9 @@ DEFAULT_REQUEST_TIMEOUT = 10.0
 DEFAULT_MAX_CONNECTIONS = 32
 DEFAULT_MAX_PER_SOURCE = 8
 MAX_BODY = 64 * 1024  # scrapes have no body; a small one is read and ignored so keep-alive stays in step
+# Bytes one request may send in all (header lines are each capped at 64 KiB by http.server, but not their
+# sum): 32 connections can then buffer at most ~8 MiB, well inside the unit's MemoryMax.
+MAX_REQUEST_BYTES = 256 * 1024
 
 _INDEX = (b"<html><head><title>ctguard exporter</title></head><body><h1>ctguard exporter</h1>"
           b"<p><a href=\"/metrics\">/metrics</a></p></body></html>\n")
@@ -101,12 +104,14 @@ class _Reader:
         self.buf = bytearray()
         self._idle_until = 0.0
         self._deadline: float | None = None
+        self._received = 0  # bytes received for the current request
 
     def expect_request(self, idle_until: float, deadline: float | None = None) -> None:
         """Wait for the next request until `idle_until`; once its first byte is in, it must be whole by
         `deadline` (default: first byte + request_timeout)."""
         self._idle_until = idle_until
         self._deadline = deadline
+        self._received = len(self.buf)
         if self.buf and deadline is None:  # a pipelined request is already here
             self._deadline = self.clock() + self.request_timeout
 
@@ -120,6 +125,9 @@ class _Reader:
         data = self.sock.recv(65536)
         if not data:
             return False
+        self._received += len(data)
+        if self._received > MAX_REQUEST_BYTES:
+            raise _Gone(f"request larger than {MAX_REQUEST_BYTES} bytes")
         if self._deadline is None:
             self._deadline = self.clock() + self.request_timeout
         self.buf += data
