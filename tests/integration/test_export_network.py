@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 import urllib.parse
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -45,14 +46,28 @@ HEAVY_LOCK = "/tmp/ctguard-heavy.lock"
 
 
 @contextmanager
-def heavy() -> Iterator[None]:
-    """Hold the machine-wide lock around a full table (the GC's early drop is global across namespaces)."""
+def heavy(wait: float = 300) -> Iterator[None]:
+    """Hold the machine-wide lock around a full table (the GC's early drop is global across namespaces).
+    If it cannot be had within `wait` seconds (e.g. the whole run was started under `flock` on the same file,
+    which would otherwise deadlock), go on without it and say so."""
     with open(HEAVY_LOCK, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                held = True
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    warnings.warn(f"{HEAVY_LOCK} still held after {wait:.0f} s: filling without it", stacklevel=2)
+                    held = False
+                    break
+                time.sleep(0.5)
         try:
             yield
         finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+            if held:
+                fcntl.flock(f, fcntl.LOCK_UN)
 
 
 @contextmanager
