@@ -12,19 +12,31 @@ In a fresh Testbed namespace filled with ASSURED (ESTABLISHED) entries up to the
 Then the cost of one breakdown refresh: the exporter's child process (`python -m ctguard.export.breakdown`),
 the in-process read_breakdown() it runs, and the naive alternative of listing the table (`conntrack -L`).
 Prints a Markdown table (medians, p99, max).
+
+`--scrape-cost [--old-src DIR]` measures instead what one scrape costs the exporter, before and after the
+lock-out hardening and with --web-config (issue 15), on a namespace with 10,000 entries (no full table, so no
+heavy lock): wall time per keep-alive scrape and the exporter process's CPU time per scrape (utime + stime
+from /proc, all threads, including the 1 Hz sampler), for: the exporter from DIR (an older checkout's src/,
+e.g. `git archive <commit> src | tar -x -C /tmp/old`), this one plain, plain while 40 connections that never
+finish a request are kept open against it, TLS, and TLS + basic auth; plus the first scrape on a new TLS
+connection and the first one that pays bcrypt (cost 10).
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import select
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 
 from common import timed
@@ -34,6 +46,7 @@ from ctguard.export.client import Scrape, ScrapeClient
 from ctguard.kernel.netns import Netns, entered, exec_argv
 from ctguard.kernel.settings import conntrack_count, conntrack_settings
 from ctguard.kernel.stats import conntrack_stats
+from ctguard.lab import tlscerts
 from ctguard.lab.fill import fill
 from ctguard.lab.testbed import FILL_SRC, Testbed
 from ctguard.runner import run
@@ -42,10 +55,12 @@ from ctguard.table.status import read_breakdown
 CLI = [sys.executable, "-c", "from ctguard.cli import main; main()"]
 
 
-def start_exporter(ns: str, port: int, *args: str) -> subprocess.Popen[str]:
+def start_exporter(ns: str, port: int, *args: str, src: str | None = None,
+                   stderr: int | None = None) -> subprocess.Popen[str]:
+    env = None if src is None else {**os.environ, "PYTHONPATH": src}
     p = subprocess.Popen([*CLI, "exporter", "--netns", ns, "--listen", f"127.0.0.1:{port}", "--json",  # noqa: S603
                           "--state-dir", f"/tmp/ctguard-bench-{os.getpid()}", *args],
-                         stdout=subprocess.PIPE, text=True, start_new_session=True)
+                         stdout=subprocess.PIPE, stderr=stderr, text=True, start_new_session=True, env=env)
     ready, _, _ = select.select([p.stdout], [], [], 30)
     assert ready and p.stdout is not None and json.loads(p.stdout.readline())["event"] == "listening"
     return p
@@ -80,13 +95,16 @@ class RawKeepAlive:
     bytes. (http.client's header parsing alone adds 1-2 ms on this machine, which is the client's cost, not
     the exporter's.)"""
 
-    def __init__(self, ns: Netns, port: int) -> None:
+    def __init__(self, ns: Netns, port: int, tls: ssl.SSLContext | None = None, auth: str = "") -> None:
         with entered(ns):
-            self.s = socket.socket()
-        self.s.settimeout(10)
-        self.s.connect(("127.0.0.1", port))
-        self.s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.req = b"GET /metrics HTTP/1.1\r\nHost: bench\r\nAccept: text/plain;version=0.0.4\r\n\r\n"
+            s = socket.socket()
+        s.settimeout(10)
+        s.connect(("127.0.0.1", port))
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.s = tls.wrap_socket(s, server_hostname="127.0.0.1") if tls is not None else s
+        extra = f"Authorization: Basic {base64.b64encode(auth.encode()).decode()}\r\n" if auth else ""
+        self.req = (f"GET /metrics HTTP/1.1\r\nHost: bench\r\nAccept: text/plain;version=0.0.4\r\n{extra}"
+                    "\r\n").encode()
 
     def scrape(self) -> tuple[float, bytes]:
         t = time.perf_counter()
@@ -107,11 +125,151 @@ class RawKeepAlive:
         self.s.close()
 
 
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, all its threads, in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def hold_idle_connections(ns: Netns, port: int, n: int, stop: threading.Event) -> list[int]:
+    """Keep n connections open that never finish a request (every other one sends half a header), reopening
+    the ones the exporter closes, until `stop`. Returns [connects made] (updated in place)."""
+    made = [0]
+
+    def run() -> None:
+        socks: list[socket.socket] = []
+        while not stop.is_set():
+            for x in list(socks):
+                try:
+                    if x.recv(4096) == b"":
+                        raise ConnectionResetError
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    pass
+                socks.remove(x)
+                x.close()
+            while len(socks) < n and not stop.is_set():
+                with entered(ns):
+                    x = socket.socket()
+                x.settimeout(0.5)
+                try:
+                    x.connect(("127.0.0.1", port))
+                    if made[0] % 2:
+                        x.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+                except OSError:
+                    x.close()
+                    continue
+                x.setblocking(False)
+                socks.append(x)
+                made[0] += 1
+            stop.wait(0.1)
+        for x in socks:
+            x.close()
+
+    threading.Thread(target=run, daemon=True).start()
+    return made
+
+
+def scrape_cost(a: argparse.Namespace) -> None:
+    rows: list[tuple[str, str, str, str, str, str]] = []
+    with Testbed() as tb, tempfile.TemporaryDirectory() as d:
+        ns = tb.ns()
+        fill("tcp-est", 10_000, FILL_SRC, ns)
+        certs = tlscerts.make(os.path.join(d, "certs"))
+        import bcrypt
+
+        pw_hash = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(10)).decode()
+        tls_cfg = os.path.join(d, "tls.yml")
+        with open(tls_cfg, "w") as f:
+            f.write(f"tls_server_config:\n  cert_file: {certs.server_cert}\n  key_file: {certs.server_key}\n")
+        auth_cfg = os.path.join(d, "auth.yml")
+        with open(auth_cfg, "w") as f:
+            f.write(f"tls_server_config:\n  cert_file: {certs.server_cert}\n  key_file: {certs.server_key}\n"
+                    f"basic_auth_users:\n  prometheus: {pw_hash}\n")
+        ctx = ssl.create_default_context(cafile=certs.ca)
+        procs: list[subprocess.Popen[str]] = []
+
+        def err_fd(port: int) -> int:  # each exporter's stderr, to count tracebacks in it afterwards
+            return os.open(os.path.join(d, f"stderr-{port}"), os.O_WRONLY | os.O_CREAT, 0o600)
+
+        def tracebacks(port: int) -> int:
+            with open(os.path.join(d, f"stderr-{port}")) as f:
+                return f.read().count("Traceback")
+
+        try:
+            cases: list[tuple[str, int, ssl.SSLContext | None, str, bool]] = []
+            if a.old_src:
+                procs.append(start_exporter(tb.srv, 9480, "--no-breakdown", src=a.old_src, stderr=err_fd(9480)))
+                cases.append((f"before: exporter from {a.old_src}", 9480, None, "", False))
+                cases.append(("before: 40 never-finished connections kept open against it", 9480, None, "", True))
+            procs.append(start_exporter(tb.srv, 9477, "--no-breakdown", stderr=err_fd(9477)))
+            cases.append(("after: plain HTTP", 9477, None, "", False))
+            cases.append(("after: plain HTTP, 40 never-finished connections kept open against it", 9477, None, "",
+                          True))
+            procs.append(start_exporter(tb.srv, 9478, "--no-breakdown", "--web-config", tls_cfg,
+                                        stderr=err_fd(9478)))
+            cases.append(("after: TLS (--web-config)", 9478, ctx, "", False))
+            procs.append(start_exporter(tb.srv, 9479, "--no-breakdown", "--web-config", auth_cfg,
+                                        stderr=err_fd(9479)))
+            cases.append(("after: TLS + basic auth (bcrypt cost 10, cached)", 9479, ctx, "prometheus:s3cret",
+                          False))
+            for label, port, tls, auth, attack in cases:
+                pid = next(p.pid for p in procs if f"127.0.0.1:{port}" in " ".join(map(str, p.args)))  # type: ignore[arg-type]
+                t = time.perf_counter()
+                c = RawKeepAlive(ns, port, tls, auth)  # connected first, as Prometheus already is
+                c.scrape()
+                first_ever = f"{(time.perf_counter() - t) * 1e3:.1f}"
+                stop = threading.Event()
+                made = hold_idle_connections(ns, port, 40, stop) if attack else [0]
+                time.sleep(1.0 if attack else 0)
+                walls: list[float] = []
+                cpu0 = cpu_seconds(pid)
+                for _ in range(a.scrapes):
+                    sec, _ = c.scrape()
+                    walls.append(sec)
+                    time.sleep(0.005)
+                cpu = (cpu_seconds(pid) - cpu0) / a.scrapes
+                # A new connection now (during the attack, if any): connect, TLS, first scrape.
+                t = time.perf_counter()
+                try:
+                    fresh = RawKeepAlive(ns, port, tls, auth)
+                    fresh.scrape()
+                    fresh_s = f"{(time.perf_counter() - t) * 1e3:.1f}"
+                    fresh.close()
+                except OSError as e:
+                    fresh_s = f"**failed** ({type(e).__name__})"
+                stop.set()
+                c.close()
+                note = f" ({made[0]} attacker connects meanwhile)" if attack else ""
+                rows.append((label, stats_ms(walls), f"{cpu * 1e3:.2f}{note}", first_ever, fresh_s,
+                             str(tracebacks(port))))
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    os.killpg(p.pid, signal.SIGTERM)
+                    p.wait(10)
+    with open("/proc/loadavg") as f:
+        load = f.read().split()[:3]
+    print(f"{a.scrapes} keep-alive scrapes each, table 10,000 entries; load average at the end {' '.join(load)}\n")
+    print("| exporter | wall median ms | p99 ms | max ms | exporter CPU ms per scrape | first connection + scrape "
+          "ms | a new connection + scrape at the end ms | tracebacks in its stderr so far |")
+    print("|---|---|---|---|---|---|---|---|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--scrapes", type=int, default=300)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--scrape-cost", action="store_true", help="measure the cost per scrape (see the docstring)")
+    ap.add_argument("--old-src", default=None, help="with --scrape-cost: an older checkout's src/ to compare")
     a = ap.parse_args()
+    if a.scrape_cost:
+        scrape_cost(a)
+        return
     rows: list[tuple[str, str]] = []
     with Testbed() as tb:
         ns = tb.ns()

@@ -30,10 +30,17 @@ from ctguard.cli.common import (
 )
 from ctguard.errors import Exit
 from ctguard.export import guard as _guard
+from ctguard.export import webconfig as _webconfig
 from ctguard.export.breakdown import Refresher, child_source
 from ctguard.export.exporter import Exporter, ExporterConfig
 from ctguard.export.readings import read_drops, read_now
-from ctguard.export.server import DEFAULT_LISTEN
+from ctguard.export.server import (
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_LISTEN,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_PER_SOURCE,
+    DEFAULT_REQUEST_TIMEOUT,
+)
 from ctguard.export.trend import DEFAULT_BURST_FACTOR
 from ctguard.export.watch import Frame, WatchModel
 from ctguard.kernel.nfnetlink import CLOSING_STATES
@@ -80,9 +87,25 @@ def _emitter(as_json: bool) -> Callable[[str, Mapping[str, Any]], None]:
 
 @click.command(help="Serve Prometheus metrics of the conntrack table: fill, drops, breakdown, restart headroom, "
                     "time-to-full. HTTP/1.1 keep-alive, so a scraper's connection keeps working while the table "
-                    "is full. With --netns, the listening socket is made inside that namespace.\n\n"
+                    "is full; idle and half-open connections cannot lock scrapers out. With --netns, the "
+                    "listening socket is made inside that namespace. --web-config adds TLS and basic auth "
+                    "(node_exporter's file format).\n\n"
                     + EXIT_CODES_HELP)
 @click.option("--listen", default=DEFAULT_LISTEN, show_default=True, help="HOST:PORT to listen on.")
+@click.option("--web-config", "web_config", default=None, metavar="FILE",
+              help="TLS and basic auth, in the Prometheus exporter-toolkit web config format "
+                   "(tls_server_config, basic_auth_users with bcrypt hashes, http_server_config, rate_limit). "
+                   "A bad file stops the start with one line (exit 3).")
+@click.option("--max-connections", type=click.IntRange(min=1, max=1024), default=DEFAULT_MAX_CONNECTIONS,
+              show_default=True, help="Connections served at once. At the cap the one idle longest is closed "
+                                      "(never-scraped ones first); a new one is refused only if all are busy.")
+@click.option("--max-connections-per-source", "max_per_source", type=click.IntRange(min=1, max=1024),
+              default=DEFAULT_MAX_PER_SOURCE, show_default=True,
+              help="Connections one source address may hold; its next one replaces its own idlest.")
+@click.option("--request-timeout", type=click.FloatRange(min=0.1), default=DEFAULT_REQUEST_TIMEOUT,
+              show_default=True, help="Seconds for a whole request (TLS handshake, headers, body) to arrive.")
+@click.option("--idle-timeout", type=click.FloatRange(min=1.0), default=DEFAULT_IDLE_TIMEOUT, show_default=True,
+              help="Seconds a keep-alive connection may wait for its next request.")
 @click.option("--breakdown-interval", type=click.FloatRange(min=1.0), default=60.0, show_default=True,
               help="Seconds between breakdown dumps (done in a child process, never during a scrape).")
 @click.option("--no-breakdown", is_flag=True, help="Export only the O(1) figures (no table dumps at all).")
@@ -101,15 +124,20 @@ def _emitter(as_json: bool) -> Callable[[str, Mapping[str, Any]], None]:
 @json_option
 @proc_root_option
 @handle_errors
-def exporter(listen: str, breakdown_interval: float, no_breakdown: bool, rate_window: float, burst_factor: float,
-             top_daemons: int, state_dir: str, osd_range: str | None, listen_in_host: bool, netns_name: str | None,
-             netns_pid: int | None, as_json: bool, proc_root: str) -> None:
+def exporter(listen: str, web_config: str | None, max_connections: int, max_per_source: int,
+             request_timeout: float, idle_timeout: float, breakdown_interval: float, no_breakdown: bool,
+             rate_window: float, burst_factor: float, top_daemons: int, state_dir: str, osd_range: str | None,
+             listen_in_host: bool, netns_name: str | None, netns_pid: int | None, as_json: bool,
+             proc_root: str) -> None:
     ns = target_netns(netns_name, netns_pid)
     if osd_range:
         parse_range(osd_range)  # one clear line now, not a failing child later
+    web = _webconfig.load(web_config) if web_config else None  # a bad file: one line, exit 3, before listening
     cfg = ExporterConfig(listen=listen, breakdown_interval=None if no_breakdown else breakdown_interval,
                          rate_window=rate_window, burst_factor=burst_factor, top_daemons=top_daemons,
-                         state_dir=state_dir, listen_in_target=not listen_in_host, osd_range=osd_range)
+                         state_dir=state_dir, listen_in_target=not listen_in_host, osd_range=osd_range,
+                         max_connections=max_connections, max_per_source=max_per_source,
+                         request_timeout=request_timeout, idle_timeout=idle_timeout, web=web)
     ex = Exporter(ns, cfg, proc_root)
     emit = _emitter(as_json)
     if ex.refresher is not None:
@@ -120,7 +148,8 @@ def exporter(listen: str, breakdown_interval: float, no_breakdown: bool, rate_wi
     with _stop_on_signals() as stop:
         ex.start()
         emit("listening", {"schema": 1, "netns": ns.label, "url": ex.server.url,
-                           "breakdown_interval_s": cfg.breakdown_interval})
+                           "breakdown_interval_s": cfg.breakdown_interval, "tls": ex.server.tls,
+                           "basic_auth": bool(web is not None and web.users)})
         try:
             while not stop.wait(1.0):
                 pass

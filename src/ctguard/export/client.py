@@ -6,7 +6,9 @@ connection). The connection is created inside `ns` and stays bound to it afterwa
 
 from __future__ import annotations
 
+import base64
 import http.client
+import ssl
 import time
 from dataclasses import dataclass
 
@@ -38,13 +40,19 @@ class Scrape:
 
 
 class ScrapeClient:
-    def __init__(self, host: str, port: int, ns: _netns.Netns | None = None, timeout: float = 5.0) -> None:
-        self.host, self.port, self.ns, self.timeout = host, port, ns, timeout
+    def __init__(self, host: str, port: int, ns: _netns.Netns | None = None, timeout: float = 5.0,
+                 tls: ssl.SSLContext | None = None, auth: tuple[str, str] | None = None) -> None:
+        """`tls`: speak HTTPS with this client context; `auth`: (user, password) for basic auth."""
+        self.host, self.port, self.ns, self.timeout, self.tls = host, port, ns, timeout, tls
+        self._headers = {"Accept": "text/plain;version=0.0.4"}
+        if auth is not None:
+            self._headers["Authorization"] = "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
         self._conn: http.client.HTTPConnection | None = None
         self.connects = 0
 
     def connect(self) -> None:
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        conn = (http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout, context=self.tls)
+                if self.tls is not None else http.client.HTTPConnection(self.host, self.port, timeout=self.timeout))
         try:
             with _netns.entered(self.ns):
                 conn.connect()  # the socket is made here, inside ns
@@ -63,7 +71,7 @@ class ScrapeClient:
         assert self._conn is not None
         t0 = time.perf_counter()
         try:
-            self._conn.request("GET", path, headers={"Accept": "text/plain;version=0.0.4"})
+            self._conn.request("GET", path, headers=self._headers)
             resp = self._conn.getresponse()
             body = resp.read()
         except (OSError, http.client.HTTPException) as e:

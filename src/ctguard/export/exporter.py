@@ -7,8 +7,17 @@ from dataclasses import dataclass
 from ctguard.export import guard as _guard
 from ctguard.export.breakdown import Refresher, Source, child_source
 from ctguard.export.collector import DEFAULT_TOP_DAEMONS, ConntrackCollector, Sampler, build_registry
-from ctguard.export.server import DEFAULT_IDLE_TIMEOUT, DEFAULT_LISTEN, DEFAULT_MAX_CONNECTIONS, MetricsServer
+from ctguard.export.server import (
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_LISTEN,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_PER_SOURCE,
+    DEFAULT_REQUEST_TIMEOUT,
+    HttpCollector,
+    MetricsServer,
+)
 from ctguard.export.trend import DEFAULT_BURST_FACTOR, SampleWindow
+from ctguard.export.webconfig import WebConfig
 from ctguard.kernel.netns import Netns
 from ctguard.kernel.settings import conntrack_count
 
@@ -24,6 +33,9 @@ class ExporterConfig:
     state_dir: str | None = None
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
     max_connections: int = DEFAULT_MAX_CONNECTIONS
+    max_per_source: int = DEFAULT_MAX_PER_SOURCE
+    request_timeout: float = DEFAULT_REQUEST_TIMEOUT
+    web: WebConfig | None = None  # --web-config: TLS, basic auth (exporter-toolkit format)
     listen_in_target: bool = True  # make the listening socket inside the target namespace
     osd_range: str | None = None  # Ceph OSD port range for roles, e.g. "6800-7568"
 
@@ -45,7 +57,9 @@ class Exporter:
         self.registry = build_registry(self.collector)
         self.sampler = Sampler(self.collector, config.sample_interval)
         self.server = MetricsServer(self.registry, config.listen, ns if config.listen_in_target else None,
-                                    config.idle_timeout, config.max_connections)
+                                    config.idle_timeout, config.max_connections, config.max_per_source,
+                                    config.request_timeout, config.web)
+        self.registry.register(HttpCollector(self.server))
 
     def start(self) -> None:
         self.sampler.start()
