@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(
-  nftables iptables conntrack iproute2 procps util-linux uuid-runtime iputils-ping tmux
+  nftables iptables conntrack iproute2 procps util-linux uuid-runtime iputils-ping tmux openssl
   ceph-mon ceph-mgr ceph-osd ceph-common
   prometheus
 )
