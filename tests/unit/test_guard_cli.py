@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 import pathlib
 
+import pytest
 from click.testing import CliRunner
 from test_export_watch import HEADER, fake_proc
 
 from ctguard.cli import cli
+from ctguard.errors import CannotRead
 from ctguard.export.probe import Probe
 from ctguard.kernel.netns import Netns
 
@@ -54,3 +56,12 @@ def test_probe_rereads_the_same_descriptors(tmp_path: pathlib.Path) -> None:
         assert p.fill() == (250, 1000) and p.drops() == 9
     finally:
         p.close()
+
+
+def test_a_namespace_that_is_gone_is_a_failed_reading_not_bad_input(tmp_path: pathlib.Path) -> None:
+    """The guard logs a failed reading and keeps polling (the name may come back); start-up checks the name."""
+    p = Probe(Netns(name=f"ctguard-test-none-{tmp_path.name}"), fake_proc(tmp_path, 1, 10, (0, 0)))
+    with pytest.raises(CannotRead, match="no network namespace"):
+        p.fill()
+    with pytest.raises(CannotRead):
+        p.drops()

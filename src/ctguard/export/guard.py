@@ -333,8 +333,10 @@ class Guard:
         self._emit("drop", {"netns": self.ns.label, "drops": delta, "drop_total": drops})
         self._last_purge_at = now
         res = self._run_purge("drop", None if fill is None else max(0, fill[1] - fill[0]))
-        if res is not None and fill is not None:
-            self._after_preempt_purge(res, fill[0])
+        if fill is not None:
+            self._last_preempt_at = self._clock()  # a pre-emptive purge right after this one would find nothing
+            if res is not None:
+                self._after_preempt_purge(res, fill[0])
 
     # -- before any drop ----------------------------------------------------------------------------------
     def _update_reserve(self, limit: int) -> Reserve:

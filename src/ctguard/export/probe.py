@@ -19,7 +19,7 @@ import socket
 import time
 from collections.abc import Callable
 
-from ctguard.errors import CannotRead, NeedsPrivilege
+from ctguard.errors import BadInput, CannotRead, NeedsPrivilege
 from ctguard.kernel import netns as _netns
 from ctguard.kernel import nfnetlink as nl
 from ctguard.kernel.procfs import PROC, net_path, netfilter_path
@@ -96,15 +96,21 @@ class Probe:
         self._checked = self._clock()
 
     def _ensure(self) -> None:
-        if self._count_fd is None:
-            self._open()
-            return
-        now = self._clock()
-        if self._inode is not None and now - self._checked >= self.recheck:
-            self._checked = now
-            assert self.ns is not None
-            if _netns.inode(self.ns) != self._inode:
+        # A namespace that went away is a reading that failed (the guard logs it and keeps polling until the
+        # name is back), not bad input: the first reading at start-up has already checked the name.
+        try:
+            if self._count_fd is None:
                 self._open()
+                return
+            now = self._clock()
+            if self._inode is not None and now - self._checked >= self.recheck:
+                self._checked = now
+                assert self.ns is not None
+                if _netns.inode(self.ns) != self._inode:
+                    self._open()
+        except BadInput as e:
+            self.close()
+            raise CannotRead(e.message) from e
 
     def fill(self) -> tuple[int, int]:
         """(count, limit) of the namespace."""

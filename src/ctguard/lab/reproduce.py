@@ -651,9 +651,9 @@ class _GuardProcess:
 
     def start(self, timeout: float = 30.0) -> None:
         os.makedirs(self.state_dir, exist_ok=True)
-        with open(self.log, "wb") as out:
+        with open(self.log, "wb") as out, open(self.log + ".err", "wb") as err:
             self.proc = subprocess.Popen(  # noqa: S603 - argument list; long-running, so not runner.run
-                self.argv(), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.PIPE, start_new_session=True)
+                self.argv(), stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True)
         self.pid = self.proc.pid
         # ready = its first poll is done (the `reserve` event comes with it); a failure is one line on stderr
         deadline = time.monotonic() + timeout
@@ -663,8 +663,9 @@ class _GuardProcess:
                     self.reserve = int(ev.get("reserve") or 0)
                     return
             if self.proc.poll() is not None:
-                err = self.proc.stderr.read().decode(errors="replace").strip() if self.proc.stderr else ""
-                raise CommandFailed(f"ctguard guard exited {self.proc.returncode}: {err or 'no message'}")
+                with open(self.log + ".err", encoding="utf-8", errors="replace") as f:
+                    msg = f.read().strip()
+                raise CommandFailed(f"ctguard guard exited {self.proc.returncode}: {msg or 'no message'}")
             time.sleep(0.05)
         self.stop()
         raise CommandFailed(f"ctguard guard did not report its reserve within {timeout:g} s")
@@ -693,8 +694,6 @@ class _GuardProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.returncode = self.proc.wait(timeout=10)
-        if self.proc.stderr is not None:
-            self.proc.stderr.close()
 
     def record(self, sampler: Sampler) -> None:
         """Its events into the series: purges as `purge` records (the plots mark them), the rest as `guard`."""
