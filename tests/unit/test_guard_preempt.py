@@ -109,15 +109,22 @@ def test_a_restart_burst_larger_than_the_free_entries_drops_without_preempt_and_
     assert rig.g.state.freed_by_trigger["preempt"] == sum(p["deleted"] for p in rig.purges())
 
 
-def test_never_established() -> None:
+def test_never_established_and_before_a_drop_only_connections_over_at_both_ends() -> None:
     with pytest.raises(BadInput, match="ESTABLISHED"):
         GuardConfig(preempt=True, states=("TIME_WAIT", "ESTABLISHED"))
-    rig = Rig(Table(1_000, ESTABLISHED=990, TIME_WAIT=5), reserve=50)
+    with pytest.raises(BadInput, match="ESTABLISHED"):
+        GuardConfig(preempt=True, preempt_states=("ESTABLISHED",))
+    rig = Rig(Table(1_000, ESTABLISHED=980, TIME_WAIT=5, FIN_WAIT=3, CLOSE_WAIT=2), reserve=50)
     rig.poll()
     rig.t.add("ESTABLISHED", 5)
     rig.poll(30)
-    assert rig.t.purged and all("ESTABLISHED" not in s for s in rig.t.purged)
-    assert rig.t.states["ESTABLISHED"] == 995
+    assert rig.t.purged and set(rig.t.purged) == {("TIME_WAIT", "CLOSE")}
+    assert rig.t.states["ESTABLISHED"] == 985 and rig.t.states["FIN_WAIT"] == 3 and rig.t.states["CLOSE_WAIT"] == 2
+    # after a drop, every closing state the kernel's own early drop would take (still never ESTABLISHED)
+    rig.t.drops += 1
+    rig.poll()
+    assert rig.t.purged[-1] == ("FIN_WAIT", "CLOSE_WAIT", "LAST_ACK", "TIME_WAIT", "CLOSE")
+    assert rig.t.states["ESTABLISHED"] == 985 and "FIN_WAIT" not in rig.t.states
 
 
 def test_above_the_reserve_nothing_happens_and_below_it_purges_follow_growth_and_closing_churn() -> None:

@@ -132,10 +132,10 @@ def exporter(listen: str, breakdown_interval: float, no_breakdown: bool, rate_wi
 
 # -- guard --------------------------------------------------------------------------------------------------------
 
-@click.command(help="Keep the conntrack table from dropping: purge closing-state TCP entries (TIME_WAIT, CLOSE, "
-                    "... never ESTABLISHED) at the first drop, and with --preempt before any drop: it polls the "
-                    "fill (nf_conntrack_count) at >= 10 Hz and, while free entries are below a reserve, purges "
-                    "as soon as the count grows (rate-limited). The reserve defaults to the larger of 1 % of the "
+@click.command(help="Keep the conntrack table from dropping: purge closing-state TCP entries (never "
+                    "ESTABLISHED) at the first drop, and with --preempt before any drop: it polls the fill "
+                    "(nf_conntrack_count) at >= 10 Hz and, while free entries are below a reserve, purges "
+                    "TIME_WAIT and CLOSE entries as soon as the count grows (rate-limited). The reserve defaults to the larger of 1 % of the "
                     "max and the host's predicted whole-host restart burst (local Ceph daemons' entries x "
                     "--burst-factor, from a breakdown every --reserve-interval s). Trade-off: a late segment "
                     "of a purged TIME_WAIT connection is seen as new (see docs/exporter.md). Opt-in: without "
@@ -151,8 +151,10 @@ def exporter(listen: str, breakdown_interval: float, no_breakdown: bool, rate_wi
 @click.option("--preempt-interval", type=click.FloatRange(min=0.1), default=0.5, show_default=True,
               help="At most one pre-emptive purge per this many seconds (doubling, up to 30 s, while purges "
                    "find nothing).")
+@click.option("--preempt-states", default=",".join(_guard.PREEMPT_STATES), show_default=True,
+              help="TCP conntrack states purged before any drop (connections over at both ends).")
 @click.option("--states", default=",".join(CLOSING_STATES), show_default=True,
-              help="TCP conntrack states it may purge (never ESTABLISHED).")
+              help="TCP conntrack states purged after a drop (never ESTABLISHED).")
 @click.option("--ports", type=click.Choice(list(_guard.PORT_SCOPES)), default="all", show_default=True,
               help="Purge on all ports, or only entries on Ceph ports.")
 @click.option("--poll-hz", type=float, default=10.0, show_default=True,
@@ -169,10 +171,11 @@ def exporter(listen: str, breakdown_interval: float, no_breakdown: bool, rate_wi
 @proc_root_option
 @handle_errors
 def guard(preempt: bool, reserve: int | None, reserve_interval: float, burst_factor: float, preempt_interval: float,
-          states: str, ports: str, poll_hz: float, min_interval: float, state_dir: str, osd_range: str | None,
+          preempt_states: str, states: str, ports: str, poll_hz: float, min_interval: float, state_dir: str, osd_range: str | None,
           apply_: bool, netns_name: str | None, netns_pid: int | None, as_json: bool, proc_root: str) -> None:
     ns = target_netns(netns_name, netns_pid)
-    cfg = _guard.GuardConfig(states=parse_states(states), ports=ports, poll_hz=poll_hz,
+    cfg = _guard.GuardConfig(states=parse_states(states), preempt_states=parse_states(preempt_states),
+                             ports=ports, poll_hz=poll_hz,
                              min_interval=min_interval, preempt=preempt, reserve=reserve,
                              burst_factor=burst_factor, preempt_interval=preempt_interval)
     roles = PortRoles(osd_range=parse_range(osd_range)) if osd_range else PortRoles()
@@ -192,7 +195,8 @@ def guard(preempt: bool, reserve: int | None, reserve_interval: float, burst_fac
                             "preempt": preempt, "applied": apply_}
     if preempt:
         r = _guard.compute_reserve(limit, burst_factor=burst_factor, fixed=reserve)
-        plan.update(reserve=r.to_json(), preempt_interval_s=cfg.preempt_interval,
+        plan.update(preempt_states=list(cfg.preempt_states), reserve=r.to_json(),
+                    preempt_interval_s=cfg.preempt_interval,
                     reserve_interval_s=None if reserve is not None else reserve_interval)
     if not apply_:
         probe.close()
@@ -208,7 +212,8 @@ def guard(preempt: bool, reserve: int | None, reserve_interval: float, burst_fac
                    f"local Ceph daemons' entries x {burst_factor:g}, from a breakdown every "
                    f"{reserve_interval:g} s)")
             click.echo(f"With --preempt it also watches the fill ({count:,} of {limit:,}) and, while free "
-                       f"entries are below a reserve of {how}, purges as the count grows (at most once per "
+                       f"entries are below a reserve of {how}, purges {','.join(cfg.preempt_states)} entries "
+                       f"as the count grows (at most once per "
                        f"{cfg.preempt_interval:g} s), before anything is dropped.")
         click.echo("Nothing done: run with --apply to start it.")
         return

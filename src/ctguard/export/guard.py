@@ -9,7 +9,7 @@ foundation's purge() of the same closing states itself: the lab measured the ove
 
 Pre-emptive mode (`preempt`): the kernel's early-drop pass starts only *after* a drop, so the guard also polls
 the fill (nf_conntrack_count of the namespace, a pread of a descriptor opened once inside it) and, while free
-entries are below a reserve, purges the same closing states as soon as the count grows: the restart burst's
+entries are below a reserve, purges TIME_WAIT and CLOSE entries as soon as the count grows: the restart burst's
 TIME_WAIT half leaves the table before the new connections need its slots. The reserve defaults to the larger
 of 1 % of the max and the host's predicted whole-host restart burst: the entries of its local Ceph daemons
 (from a breakdown, refreshed every few minutes in a child process) times the burst factor (2: a restart adds
@@ -43,12 +43,18 @@ PORT_SCOPES = ("all", "ceph")
 MIN_POLL_HZ = 5.0  # the lab's < 0.4 s recovery needs a poll at least every 0.2 s
 MIN_PREEMPT_POLL_HZ = 10.0  # a restart adds ~90 entries within ~0.5 s (ceph-lab.md): see them coming
 TRIGGERS = ("preempt", "drop")
+# Before any drop, only the states of connections that are over at both ends: TIME_WAIT (the closer waits out
+# 2 MSL) and CLOSE (after a reset). FIN_WAIT, CLOSE_WAIT and LAST_ACK are closes still under way (CLOSE_WAIT is a
+# half-closed connection that may send data for a long time): deleting them makes their next segments new to
+# conntrack. Those are left to the purge after a drop, as they are to the kernel's early drop.
+PREEMPT_STATES = ("TIME_WAIT", "CLOSE")
 RESERVE_FRACTION = 0.01  # the reserve is never below 1 % of the max
 
 
 @dataclass(frozen=True)
 class GuardConfig:
-    states: tuple[str, ...] = CLOSING_STATES
+    states: tuple[str, ...] = CLOSING_STATES  # purged after a drop
+    preempt_states: tuple[str, ...] = PREEMPT_STATES  # purged before any drop
     ports: str = "all"  # "all" or "ceph" (only entries on Ceph mon/OSD ports)
     poll_hz: float = 10.0
     min_interval: float = 5.0  # at most one purge after drops per this many seconds
@@ -69,12 +75,12 @@ class GuardConfig:
             raise BadInput("min interval must be >= 0")
         if self.ports not in PORT_SCOPES:
             raise BadInput(f"ports must be one of {', '.join(PORT_SCOPES)}, not {self.ports!r}")
-        if not self.states:
+        if not self.states or not self.preempt_states:
             raise BadInput("give at least one state to purge")
-        for s in self.states:
+        for s in (*self.states, *self.preempt_states):
             if s not in TCP_STATES:
                 raise BadInput(f"unknown TCP conntrack state {s!r} (one of {', '.join(TCP_STATES)})")
-        if "ESTABLISHED" in self.states:
+        if "ESTABLISHED" in self.states or "ESTABLISHED" in self.preempt_states:
             # Deleting ESTABLISHED entries of a stateful firewall drops live connections' next packets
             # (policy drop, no entry): never as an automatic reaction.
             raise BadInput("the guard never purges ESTABLISHED entries")
@@ -400,7 +406,8 @@ class Guard:
     # -- one purge ------------------------------------------------------------------------------------------
     def _run_purge(self, trigger: str, free: int | None) -> Any:
         try:
-            res = self._purge(self.ns, states=self.config.states, ports=self.config.ports)
+            states = self.config.preempt_states if trigger == "preempt" else self.config.states
+            res = self._purge(self.ns, states=states, ports=self.config.ports)
         except CannotRead as e:
             self.state.errors += 1
             self._emit("error", {"netns": self.ns.label, "message": e.message, "trigger": trigger})
@@ -445,7 +452,8 @@ class Guard:
                                  "ports": self.config.ports, "poll_hz": self.config.poll_hz,
                                  "min_interval_s": self.config.min_interval, "preempt": self.config.preempt}
         if self.config.preempt:
-            start.update(reserve=self.config.reserve, reserve_fraction=self.config.reserve_fraction,
+            start.update(preempt_states=list(self.config.preempt_states), reserve=self.config.reserve,
+                         reserve_fraction=self.config.reserve_fraction,
                          burst_factor=self.config.burst_factor, preempt_interval_s=self.config.preempt_interval)
         self._emit("start", start)
         self._save(force=True)
