@@ -7,7 +7,6 @@ Squeezes a table near full: holds /tmp/ctguard-heavy.lock (the kernel GC's early
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import resource
@@ -19,6 +18,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from heavy import heavy_lock
 from peers import stop_group
 
 from ctguard.export.guard import load_state, state_path
@@ -31,20 +31,15 @@ from ctguard.table.purge import purge
 
 pytestmark = pytest.mark.integration
 CLI = [sys.executable, "-c", "from ctguard.cli import main; main()"]
-HEAVY_LOCK = "/tmp/ctguard-heavy.lock"  # noqa: S108 - the machine's agreed lock for table squeezes
 FREE = 4_000  # free entries with only the ESTABLISHED filler: above the default reserve (1 % of 262,144)
 TW = 3_000  # TIME_WAIT entries that then pile up: free 1,000, below the reserve
 BURST = 1_500  # new connections: more than the 1,000 free
 
 
 @pytest.fixture
-def heavy_lock() -> Iterator[None]:
-    with open(HEAVY_LOCK, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+def squeeze() -> Iterator[None]:
+    with heavy_lock():
+        yield
 
 
 def _burst(cli: Netns, n: int) -> list[socket.socket]:
@@ -89,7 +84,7 @@ def _wait_event(path: str, g: subprocess.Popen[bytes], pred: Any, timeout: float
 
 
 def test_preempt_purges_time_wait_before_a_burst_and_nothing_is_dropped(
-        testbed: _tb.Testbed, heavy_lock: None, tmp_path: object) -> None:
+        testbed: _tb.Testbed, squeeze: None, tmp_path: object) -> None:
     tb, d = testbed, str(tmp_path)
     ns, cli = Netns(name=tb.srv), Netns(name=tb.cli)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
