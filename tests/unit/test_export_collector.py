@@ -123,8 +123,31 @@ def test_guard_state_is_exported(tmp_path: pathlib.Path) -> None:
                                 purged_entries=300, purged_by_state={"TIME_WAIT": 290, "CLOSE": 10},
                                 last_purge={"ts": 4.0, "deleted": 10}))
     s = _scrape(col)
-    assert s["ctguard_guard_purges_total"] == 2
+    # an older guard's file has no per-trigger counts: it only ever purged after drops
+    assert s['ctguard_guard_purges_total{trigger="drop"}'] == 2
+    assert s['ctguard_guard_purges_total{trigger="preempt"}'] == 0
+    assert s['ctguard_guard_freed_entries_total{trigger="drop"}'] == 300
+    assert s["ctguard_guard_preempt"] == 0 and "ctguard_guard_reserve_entries" not in s
     assert s["ctguard_guard_drops_seen_total"] == 40
     assert s['ctguard_guard_purged_entries_total{state="TIME_WAIT"}'] == 290
     assert s["ctguard_guard_last_purge_timestamp_seconds"] == 4.0
     assert s["ctguard_guard_heartbeat_timestamp_seconds"] == 5.0
+
+
+def test_preempting_guard_exports_purges_by_trigger_and_its_reserve(tmp_path: pathlib.Path) -> None:
+    path = str(tmp_path / "guard-host.json")
+    col = ConntrackCollector(Netns(), read=lambda: _reading(), guard_state_file=path)
+    save_state(path, GuardState(netns="host", started=1.0, updated=5.0, purges=5, purged_entries=400,
+                                expired_freed=7, preempt=True, purges_by_trigger={"preempt": 4, "drop": 1},
+                                freed_by_trigger={"preempt": 380, "drop": 27}, below_reserve=True,
+                                reserve={"reserve": 2622, "floor": 2622, "predicted_burst": 380,
+                                         "daemon_entries": 190, "daemons": 4, "source": "breakdown"}))
+    s = _scrape(col)
+    assert s['ctguard_guard_purges_total{trigger="preempt"}'] == 4
+    assert s['ctguard_guard_purges_total{trigger="drop"}'] == 1
+    assert s['ctguard_guard_freed_entries_total{trigger="preempt"}'] == 380
+    assert s['ctguard_guard_freed_entries_total{trigger="drop"}'] == 27
+    assert s["ctguard_guard_preempt"] == 1
+    assert s["ctguard_guard_reserve_entries"] == 2622
+    assert s["ctguard_guard_predicted_burst_entries"] == 380
+    assert s["ctguard_guard_below_reserve"] == 1

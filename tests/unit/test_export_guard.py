@@ -109,7 +109,7 @@ def test_a_failed_purge_is_logged_and_the_guard_goes_on() -> None:
     g = f.guard(min_interval=0.0)
     g.step()
     g.step()
-    assert g.state.errors == 1 and ("error", {"netns": "n1", "message": "netlink refused"}) in f.events
+    assert g.state.errors == 1 and ("error", {"netns": "n1", "message": "netlink refused", "trigger": "drop"}) in f.events
     f.purge_error = None
     g.step()
     assert g.state.purges == 1

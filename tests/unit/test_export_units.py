@@ -43,7 +43,10 @@ def test_exporter_unit_runs_the_exporter_with_valid_flags() -> None:
 def test_guard_unit_is_explicitly_applied_and_never_purges_established() -> None:
     u = _unit("ctguard-guard.service")
     ctx = _parse(shlex.split(u["Service"]["ExecStart"]))
-    assert ctx.params["apply_"] is True and ctx.params["poll_hz"] >= 5
+    assert ctx.params["apply_"] is True and ctx.params["poll_hz"] >= 10
+    assert ctx.params["preempt"] is True and ctx.params["reserve"] is None  # the predicted reserve
+    assert ctx.params["preempt_states"].upper().split(",") == ["TIME_WAIT", "CLOSE"]
+    assert "CAP_SYS_PTRACE" in u["Service"]["CapabilityBoundingSet"]  # the breakdown attributes daemons
     assert "ESTABLISHED" not in ctx.params["states"].upper().split(",")
 
 

@@ -255,7 +255,8 @@ def test_stale_entries_keep_live_connections() -> None:
 
 def test_scenarios_selection() -> None:
     names = [s.name for s in check_scenarios([], 10.0, 10)]
-    assert names == ["all-at-once", "stagger", "stagger-tw", "headroom", "untracked", "ctguard-restart", "purge"]
+    assert names == ["all-at-once", "stagger", "stagger-tw", "headroom", "untracked", "ctguard-restart", "purge",
+                     "guard"]
     sel = check_scenarios(["untracked", "all-at-once"], 5.0, 8)
     assert [s.name for s in sel] == ["untracked", "all-at-once"]
     tw = check_scenarios(["stagger-tw"], 5.0, 8)[0]

@@ -33,7 +33,8 @@ from ctguard.export import guard as _guard
 from ctguard.export import webconfig as _webconfig
 from ctguard.export.breakdown import Refresher, child_source
 from ctguard.export.exporter import Exporter, ExporterConfig
-from ctguard.export.readings import read_drops, read_now
+from ctguard.export.probe import Probe
+from ctguard.export.readings import read_now
 from ctguard.export.server import (
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_LISTEN,
@@ -160,54 +161,130 @@ def exporter(listen: str, web_config: str | None, max_connections: int, max_per_
 
 # -- guard --------------------------------------------------------------------------------------------------------
 
-@click.command(help="Watch the drop counter at >= 5 Hz and purge closing-state entries at the first drop "
-                    "(rate-limited), ending an overflow in well under a second instead of waiting up to a minute "
-                    "for the kernel's GC. Opt-in: without --apply it only shows what it would do.\n\n"
-                    + EXIT_CODES_HELP)
+@click.command(help="Keep the conntrack table from dropping: purge closing-state TCP entries (never "
+                    "ESTABLISHED) at the first drop, and with --preempt before any drop: it polls the fill "
+                    "(nf_conntrack_count) at >= 10 Hz and, while free entries are below a reserve, purges "
+                    "TIME_WAIT and CLOSE entries as soon as the count grows (rate-limited). The reserve defaults to the larger of 1 % of the "
+                    "max and the host's predicted whole-host restart burst (local Ceph daemons' entries x "
+                    "--burst-factor, from a breakdown every --reserve-interval s). Trade-off: a late segment "
+                    "of a purged TIME_WAIT connection is seen as new (see docs/exporter.md). Opt-in: without "
+                    "--apply it only shows what it would do.\n\n" + EXIT_CODES_HELP)
+@click.option("--preempt", is_flag=True,
+              help="Also purge while free entries are below the reserve, before anything is dropped.")
+@click.option("--reserve", type=click.IntRange(min=1), default=None, metavar="ENTRIES",
+              help="Fixed reserve of free entries for --preempt (default: max(1 % of max, predicted burst)).")
+@click.option("--reserve-interval", type=click.FloatRange(min=10.0), default=300.0, show_default=True,
+              help="Seconds between the breakdowns the reserve is predicted from (a child dumps the table).")
+@click.option("--burst-factor", type=click.FloatRange(min=0.0), default=DEFAULT_BURST_FACTOR, show_default=True,
+              help="A restart adds about the daemons' entries times this.")
+@click.option("--preempt-interval", type=click.FloatRange(min=0.1), default=0.5, show_default=True,
+              help="At most one pre-emptive purge per this many seconds (doubling, up to 30 s, while purges "
+                   "find nothing).")
+@click.option("--preempt-states", default=",".join(_guard.PREEMPT_STATES), show_default=True,
+              help="TCP conntrack states purged before any drop (connections over at both ends).")
 @click.option("--states", default=",".join(CLOSING_STATES), show_default=True,
-              help="TCP conntrack states it may purge (never ESTABLISHED).")
+              help="TCP conntrack states purged after a drop (never ESTABLISHED).")
 @click.option("--ports", type=click.Choice(list(_guard.PORT_SCOPES)), default="all", show_default=True,
               help="Purge on all ports, or only entries on Ceph ports.")
-@click.option("--poll-hz", type=float, default=10.0, show_default=True, help="Drop-counter polls per second (>= 5).")
+@click.option("--poll-hz", type=float, default=10.0, show_default=True,
+              help="Polls per second (>= 5; >= 10 with --preempt).")
 @click.option("--min-interval", type=float, default=5.0, show_default=True,
-              help="At most one purge per this many seconds.")
+              help="At most one purge after drops per this many seconds.")
 @click.option("--state-dir", default=DEFAULT_STATE_DIR, show_default=True,
               help="Where to keep the state file the exporter reads.")
 @click.option("--osd-range", default=None, metavar="LOW-HIGH",
-              help="Ceph OSD port range for --ports ceph (default 6800-7568).")
+              help="Ceph OSD port range for --ports ceph and the breakdown (default 6800-7568).")
 @click.option("--apply", "apply_", is_flag=True, help="Run the guard (without it: show the plan and exit).")
 @netns_options
 @json_option
 @proc_root_option
 @handle_errors
-def guard(states: str, ports: str, poll_hz: float, min_interval: float, state_dir: str, osd_range: str | None,
-          apply_: bool,
-          netns_name: str | None, netns_pid: int | None, as_json: bool, proc_root: str) -> None:
+def guard(preempt: bool, reserve: int | None, reserve_interval: float, burst_factor: float, preempt_interval: float,
+          preempt_states: str, states: str, ports: str, poll_hz: float, min_interval: float, state_dir: str, osd_range: str | None,
+          apply_: bool, netns_name: str | None, netns_pid: int | None, as_json: bool, proc_root: str) -> None:
     ns = target_netns(netns_name, netns_pid)
-    cfg = _guard.GuardConfig(states=parse_states(states), ports=ports, poll_hz=poll_hz,
-                             min_interval=min_interval)
+    cfg = _guard.GuardConfig(states=parse_states(states), preempt_states=parse_states(preempt_states),
+                             ports=ports, poll_hz=poll_hz,
+                             min_interval=min_interval, preempt=preempt, reserve=reserve,
+                             burst_factor=burst_factor, preempt_interval=preempt_interval)
     roles = PortRoles(osd_range=parse_range(osd_range)) if osd_range else PortRoles()
     state_file = _guard.state_path(state_dir, ns)
-    drops0 = read_drops(ns, proc_root)  # fail early, with one line, if the counters cannot be read
-    plan = {"netns": ns.label, "states": list(cfg.states), "ports": cfg.ports, "poll_hz": cfg.poll_hz,
-            "min_interval_s": cfg.min_interval, "osd_range": list(roles.osd_range),
-            "mon_ports": list(roles.mon_ports), "state_file": state_file, "drop_total": drops0,
-            "applied": apply_}
+    probe = Probe(ns, proc_root)
+    try:
+        # fail early, with one line, if the counters cannot be read
+        drops0 = probe.drops()
+        count, limit = probe.fill()
+    except BaseException:
+        probe.close()
+        raise
+    plan: dict[str, Any] = {"netns": ns.label, "states": list(cfg.states), "ports": cfg.ports,
+                            "poll_hz": cfg.poll_hz, "min_interval_s": cfg.min_interval,
+                            "osd_range": list(roles.osd_range), "mon_ports": list(roles.mon_ports),
+                            "state_file": state_file, "drop_total": drops0, "count": count, "limit": limit,
+                            "preempt": preempt, "applied": apply_}
+    if preempt:
+        r = _guard.compute_reserve(limit, burst_factor=burst_factor, fixed=reserve)
+        plan.update(preempt_states=list(cfg.preempt_states), reserve=r.to_json(),
+                    preempt_interval_s=cfg.preempt_interval,
+                    reserve_interval_s=None if reserve is not None else reserve_interval)
     if not apply_:
+        probe.close()
         if as_json:
             print_json(plan, _guard.SCHEMA)
-        else:
-            click.echo(f"ctguard guard would poll the drop counter of {ns.label} at {cfg.poll_hz:g} Hz and, at "
-                       f"the first drop, purge {','.join(cfg.states)} entries on {cfg.ports} ports "
-                       f"(at most once per {cfg.min_interval:g} s); state in {state_file}.")
-            click.echo("Nothing done: run with --apply to start it.")
+            return
+        click.echo(f"ctguard guard would poll the drop counter of {ns.label} at {cfg.poll_hz:g} Hz and, at "
+                   f"the first drop, purge {','.join(cfg.states)} entries on {cfg.ports} ports "
+                   f"(at most once per {cfg.min_interval:g} s); state in {state_file}.")
+        if preempt:
+            how = (f"{reserve:,} entries (fixed)" if reserve is not None else
+                   f"max(1 % of max = {plan['reserve']['floor']:,}, the predicted whole-host restart burst = "
+                   f"local Ceph daemons' entries x {burst_factor:g}, from a breakdown every "
+                   f"{reserve_interval:g} s)")
+            click.echo(f"With --preempt it also watches the fill ({count:,} of {limit:,}) and, while free "
+                       f"entries are below a reserve of {how}, purges {','.join(cfg.preempt_states)} entries "
+                       f"as the count grows (at most once per "
+                       f"{cfg.preempt_interval:g} s), before anything is dropped.")
+        click.echo("Nothing done: run with --apply to start it.")
         return
+    emit = _emitter(as_json)
+    refresher: Refresher | None = None
+    reserve_source = None
+    if preempt and reserve is None:
+        refresher = Refresher(child_source(ns, osd_range), reserve_interval)
+
+        def on_result(bd: object, err: str | None) -> None:
+            if err is not None:
+                emit("breakdown_error", {"netns": ns.label, "message": err})
+        refresher.on_result(on_result)
+        reserve_source = _reserve_source(refresher)
     with _stop_on_signals() as stop:
-        g = _guard.Guard(ns, cfg, read_drops=lambda: read_drops(ns, proc_root),
+        if refresher is not None:
+            refresher.start()
+        g = _guard.Guard(ns, cfg, read_drops=probe.drops, read_fill=probe.fill, reserve_source=reserve_source,
                          purge=functools.partial(purge, roles=roles),
-                         emit=_emitter(as_json), state_file=state_file,
+                         emit=emit, state_file=state_file,
                          sleep=stop.wait)  # wakes at once on SIGTERM
-        g.run(stop.is_set)
+        try:
+            g.run(stop.is_set)
+        finally:
+            if refresher is not None:
+                refresher.stop(0.5)
+            probe.close()
+
+
+def _reserve_source(refresher: Refresher) -> _guard.ReserveSource:
+    """The newest breakdown's (by_daemon, by_role), the same object until the next breakdown."""
+    cache: list[Any] = [None, None]
+
+    def latest() -> tuple[list[tuple[str, int]], dict[str, int]] | None:
+        bd, _age = refresher.latest()
+        if bd is None:
+            return None
+        if cache[0] is not bd:
+            cache[0], cache[1] = bd, (list(bd.by_daemon), dict(bd.by_role))
+        out: tuple[list[tuple[str, int]], dict[str, int]] = cache[1]
+        return out
+    return latest
 
 
 # -- watch --------------------------------------------------------------------------------------------------------

@@ -264,7 +264,7 @@ def client_notes(doc: dict[str, Any]) -> list[str]:
 @click.option("--host", default=None, help="OSD host to restart (default: the first).")
 @click.option("--scenario", "names", multiple=True, metavar="NAME",
               help="Run only these (repeatable): all-at-once, stagger, stagger-tw, headroom, untracked, "
-              "ctguard-restart, purge. The `measure` run always comes first.")
+              "ctguard-restart, purge, guard. The `measure` run always comes first.")
 @click.option("--gap", type=float, default=10.0, show_default=True, help="Stagger gap, seconds.")
 @click.option("--short-time-wait", type=int, default=10, show_default=True,
               help="Per-netns TIME_WAIT timeout for the stagger-tw scenario (its gap is this + 2 s).")

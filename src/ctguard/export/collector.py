@@ -228,8 +228,17 @@ class ConntrackCollector:
                               "When the guard last wrote its state (it does at least every 10 s).")
         g.add_metric([], st.updated)
         out.append(g)
-        c = CounterMetricFamily("ctguard_guard_purges", "Purges the guard ran after a drop.")
-        c.add_metric([], st.purges)
+        c = CounterMetricFamily("ctguard_guard_purges",
+                                "Purges the guard ran, by trigger: preempt (free entries below the reserve, before "
+                                "any drop) or drop (after the drop counter rose).", labels=["trigger"])
+        for trig in _guard.TRIGGERS:
+            c.add_metric([trig], _by_trigger(st, st.purges_by_trigger, trig, st.purges))
+        out.append(c)
+        c = CounterMetricFamily("ctguard_guard_freed_entries",
+                                "Entries the guard's purges freed (deleted, plus expired ones the dump reaped), "
+                                "by trigger.", labels=["trigger"])
+        for trig in _guard.TRIGGERS:
+            c.add_metric([trig], _by_trigger(st, st.freed_by_trigger, trig, st.purged_entries + st.expired_freed))
         out.append(c)
         c = CounterMetricFamily("ctguard_guard_drops_seen", "Drops the guard saw while running.")
         c.add_metric([], st.drops_seen)
@@ -239,11 +248,36 @@ class ConntrackCollector:
         for k, v in cap_labels(st.purged_by_state.items(), TOP_STATES):
             c.add_metric([k], v)
         out.append(c)
+        g = GaugeMetricFamily("ctguard_guard_preempt", "1 if the guard purges before drops (--preempt), 0 if only "
+                              "after them.")
+        g.add_metric([], 1 if st.preempt else 0)
+        out.append(g)
+        if st.preempt and st.reserve is not None:
+            g = GaugeMetricFamily("ctguard_guard_reserve_entries",
+                                  "Free entries the pre-emptive guard keeps: below this it purges closing states.")
+            g.add_metric([], float(st.reserve.get("reserve") or 0))
+            out.append(g)
+            g = GaugeMetricFamily("ctguard_guard_predicted_burst_entries",
+                                  "Predicted whole-host restart burst the reserve covers (local Ceph daemons' "
+                                  "entries x burst factor; 0 before the first breakdown).")
+            g.add_metric([], float(st.reserve.get("predicted_burst") or 0))
+            out.append(g)
+            g = GaugeMetricFamily("ctguard_guard_below_reserve",
+                                  "1 if free entries were below the reserve at the guard's last state write.")
+            g.add_metric([], 1 if st.below_reserve else 0)
+            out.append(g)
         if st.last_purge is not None:
             g = GaugeMetricFamily("ctguard_guard_last_purge_timestamp_seconds", "When the guard last purged.")
             g.add_metric([], float(st.last_purge.get("ts") or 0))
             out.append(g)
         return out
+
+
+def _by_trigger(st: _guard.GuardState, counts: dict[str, int], trigger: str, total: int) -> int:
+    """A count by trigger; a state file of an older guard (no per-trigger counts) only ever purged at drops."""
+    if not counts and not st.preempt:
+        return total if trigger == "drop" else 0
+    return counts.get(trigger, 0)
 
 
 class Sampler(Periodic):

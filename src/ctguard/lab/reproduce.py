@@ -11,7 +11,8 @@ Method (docs/lab.md has the why):
 Scenarios: `all-at-once` (the incident), `stagger` (one by one with a gap: the 2014 workaround),
 `stagger-tw` (a gap longer than a shortened per-netns TIME_WAIT timeout), `headroom` (free entries = twice the
 burst: what a larger table buys), `untracked` (Ceph ports not tracked), `ctguard-restart` (when the `restart`
-capability is available), `purge` (all at once, with `ctguard.table.purge` at the first drop).
+capability is available), `purge` (all at once, with `ctguard.table.purge` at the first drop), `guard` (all at
+once, with the real `ctguard guard --preempt --apply` running in the host's namespace).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import signal
+import subprocess
 import sys
 import threading
 import time
@@ -29,8 +32,10 @@ from typing import Any
 
 from ctguard.errors import BadInput, CommandFailed, CtguardError
 from ctguard.kernel.ctdump import Entry as ctdump_Entry
-from ctguard.kernel.netns import Netns
+from ctguard.kernel.netns import Netns, entered
+from ctguard.kernel.procfs import PROC, net_path, read_text
 from ctguard.kernel.settings import conntrack_count, conntrack_settings
+from ctguard.kernel.stats import conntrack_stats
 from ctguard.lab import config as cfg
 from ctguard.lab import logs
 from ctguard.lab import network as net
@@ -44,6 +49,7 @@ from ctguard.output import rfc3339
 from ctguard.runner import run
 
 SCHEMA = 1
+GUARD_EXPECT = "0 drops, 0 down"  # and client blocked time no worse than `headroom` when both were measured
 TW_KEY = "net.netfilter.nf_conntrack_tcp_timeout_time_wait"
 Progress = Callable[[str, dict[str, Any]], None]
 
@@ -63,7 +69,8 @@ class Scenario:
     untracked: bool = False
     purge: bool = False
     ctguard_restart: bool = False
-    expect: str = ""  # "drops" | "no-drops" | "overflow<1s" | "" (the lab tells the truth either way)
+    guard: bool = False  # `ctguard guard --preempt` runs in the host's namespace during the restart
+    expect: str = ""  # "drops" | "no-drops" | "overflow<1s" | GUARD_EXPECT | "" (the lab tells the truth either way)
 
 
 def scenarios(gap: float = 10.0, short_tw: int = 10) -> list[Scenario]:
@@ -76,6 +83,7 @@ def scenarios(gap: float = 10.0, short_tw: int = 10) -> list[Scenario]:
         Scenario("untracked", "all at once, Ceph ports untracked", untracked=True, expect="no-drops"),
         Scenario("ctguard-restart", "ctguard restart", ctguard_restart=True, expect="no-drops"),
         Scenario("purge", "all at once, purge at the first drop", purge=True, expect="overflow<1s"),
+        Scenario("guard", "all at once, ctguard guard --preempt", guard=True, expect=GUARD_EXPECT),
     ]
 
 
@@ -125,6 +133,9 @@ class Result:
     errors: list[str] = field(default_factory=list)
     restarted: int = 0  # OSD starts seen in the window
     loadavg: list[float] = field(default_factory=list)  # 1-min load average at start and end (shared machine)
+    # host counters over the window (end - start): conntrack invalid/insert_failed, TCP resets and failed
+    # attempts (/proc/net/snmp of the host's namespace), packets the host firewall's policy dropped
+    side_effects: dict[str, int] = field(default_factory=dict)
 
 
 def _client_summary(res: Result, seconds: Sequence[ClientSecond], start: float, end: float,
@@ -208,6 +219,7 @@ class Reproducer:
                     self.progress("skipped", {"scenario": sc.name, "reason": why})
                     continue
                 results.append(self.scenario(sc))
+            _compare_guard_to_headroom(results)
         finally:
             self._restore()
         doc = self.document(results)
@@ -249,6 +261,17 @@ class Reproducer:
 
         files = self._log_files()
         offsets = logs.sizes(files)
+        guard = _GuardProcess(self.host, self.lab.dir) if sc.guard else None
+        if guard is not None:
+            try:
+                guard.start()  # squeezed already: it sees free < reserve at its first poll, as on a real host
+            except CommandFailed as e:
+                # no restart without the guard: this scenario would only repeat all-at-once
+                res.errors.append(e.message)
+                res.met = False
+                self.progress("guard-failed", {"scenario": sc.name, "error": e.message})
+                return res
+            self.progress("guard", {"scenario": sc.name, "pid": guard.pid, "reserve": guard.reserve})
         purger = _Purger(self.ns) if sc.purge else None
         sampler = Sampler(self.ns, lambda a, t: self.lab.ceph_json(a, timeout=t),
                           on_drop=purger.on_drop if purger else None)
@@ -256,6 +279,7 @@ class Reproducer:
             purger.sampler = sampler
         sampler.start()
         t0 = sampler.t0
+        counters0 = self._host_counters(sampler)
         time.sleep(self.preroll)
         events: list[RestartEvent] = []
 
@@ -270,6 +294,10 @@ class Reproducer:
                 self.lab.restart_osds(self.host, all_at_once=sc.all_at_once, gap=sc.gap, on_event=on_event)
             res.ended_by = self._observe(sampler)
         finally:
+            res.side_effects = _delta(counters0, self._host_counters(sampler))
+            if guard is not None:
+                guard.stop()
+                guard.record(sampler)
             records = sampler.stop()
             if purger is not None:
                 purger.join()
@@ -441,6 +469,23 @@ class Reproducer:
                         sampler.add("event", event="start", osd=i, pid=pid)
                     last[i] = pid
 
+    def _host_counters(self, sampler: Sampler) -> dict[str, int]:
+        """Side-effect counters of the host: what a purged TIME_WAIT entry can cost shows up here (a late segment
+        of the old connection is new to conntrack: dropped by the policy, or answered with a reset)."""
+        out: dict[str, int] = {}
+        try:
+            st = conntrack_stats(self.ns)
+            out.update(ct_invalid=st.get("invalid"), ct_insert_failed=st.get("insert_failed"))
+            with entered(self.ns):
+                snmp = read_text(net_path(PROC, "snmp"))
+            out.update({f"tcp_{k}": v for k, v in tcp_snmp(snmp).items()})
+            fw = run(["ip", "netns", "exec", self.host, "nft", "-j", "list", "chain", "inet",
+                      f"{self.lab.prefix}_fw", "input"], timeout=10)
+            out["fw_policy_dropped"] = policy_drops(fw.stdout)
+        except CtguardError as e:
+            sampler.errors.append(f"side-effect counters: {e.message}")
+        return out
+
     # -- summary and records -------------------------------------------------------------------------------
     def _client_seconds(self, files: list[str], offsets: dict[str, int]) -> list[ClientSecond]:
         out: list[ClientSecond] = []
@@ -500,6 +545,10 @@ class Reproducer:
             res.met = res.drops == 0
         elif res.expect == "overflow<1s":
             res.met = res.drops > 0 and res.overflow_seconds < 1.0
+        elif res.expect == GUARD_EXPECT:
+            # the guard must have run (its events are in the series), not just a lucky GC pass
+            ran = any(r["kind"] == "guard" and r.get("event") == "start" for r in records)
+            res.met = ran and res.drops == 0 and res.osds_marked_down == 0
         self._faults = faults
         self._cev = cev
 
@@ -598,6 +647,136 @@ class _Purger:
     def join(self) -> None:
         for th in self._threads:
             th.join(timeout=30)
+
+
+class _GuardProcess:
+    """`ctguard guard --preempt --apply --json` in the host's namespace: the real CLI as a child process, its
+    JSON lines in a file under the lab dir (no pipe to drain), stopped by its PID with SIGTERM (it exits 0)."""
+
+    def __init__(self, host: str, lab_dir: str) -> None:
+        self.host = host
+        self.state_dir = os.path.join(lab_dir, "guard-state")
+        self.log = os.path.join(lab_dir, "log", f"guard-{host}.jsonl")
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.pid: int | None = None
+        self.reserve: int | None = None
+        self.returncode: int | None = None
+
+    def argv(self) -> list[str]:
+        return [sys.executable, "-c", "from ctguard.cli import main; main()", "guard", "--preempt", "--apply",
+                "--json", "--netns", self.host, "--state-dir", self.state_dir]
+
+    def start(self, timeout: float = 30.0) -> None:
+        os.makedirs(self.state_dir, exist_ok=True)
+        with open(self.log, "wb") as out, open(self.log + ".err", "wb") as err:
+            self.proc = subprocess.Popen(  # noqa: S603 - argument list; long-running, so not runner.run
+                self.argv(), stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True)
+        self.pid = self.proc.pid
+        # ready = its first poll is done (the `reserve` event comes with it); a failure is one line on stderr
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for ev in self.events():
+                if ev.get("event") == "reserve":
+                    self.reserve = int(ev.get("reserve") or 0)
+                    return
+            if self.proc.poll() is not None:
+                with open(self.log + ".err", encoding="utf-8", errors="replace") as f:
+                    msg = f.read().strip()
+                raise CommandFailed(f"ctguard guard exited {self.proc.returncode}: {msg or 'no message'}")
+            time.sleep(0.05)
+        self.stop()
+        raise CommandFailed(f"ctguard guard did not report its reserve within {timeout:g} s")
+
+    def events(self) -> list[dict[str, Any]]:
+        out = []
+        try:
+            with open(self.log, encoding="utf-8", errors="replace") as f:
+                for line in f:
+                    try:
+                        ev = json.loads(line)
+                    except ValueError:
+                        continue
+                    if isinstance(ev, dict) and "event" in ev:
+                        out.append(ev)
+        except OSError:
+            pass
+        return out
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)  # by its PID: our own child
+        try:
+            self.returncode = self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.returncode = self.proc.wait(timeout=10)
+
+    def record(self, sampler: Sampler) -> None:
+        """Its events into the series: purges as `purge` records (the plots mark them), the rest as `guard`."""
+        for ev in self.events():
+            at = None
+            try:
+                at = datetime.fromisoformat(str(ev.get("ts", "")).replace("Z", "+00:00")).timestamp()
+            except ValueError:
+                pass
+            fields = {k: v for k, v in ev.items() if k not in ("t", "kind", "at", "ts", "netns")}
+            if ev["event"] == "purge":
+                fields.pop("event")
+                sampler.add("purge", at=at, **fields)
+            else:
+                sampler.add("guard", at=at, **fields)
+        if self.returncode not in (0, None):
+            sampler.errors.append(f"ctguard guard exited {self.returncode}")
+
+
+def tcp_snmp(text: str) -> dict[str, int]:
+    """The counters of `Tcp:` in /proc/net/snmp that a purged entry can move: resets and failed attempts."""
+    rows = [ln.split() for ln in text.splitlines() if ln.startswith("Tcp:")]
+    if len(rows) < 2:
+        return {}
+    values = dict(zip(rows[0][1:], rows[1][1:], strict=False))
+    names = {"OutRsts": "out_rsts", "EstabResets": "estab_resets", "AttemptFails": "attempt_fails",
+             "InErrs": "in_errs", "RetransSegs": "retrans_segs"}
+    out = {}
+    for k, name in names.items():
+        try:
+            out[name] = int(values[k])
+        except (KeyError, ValueError):
+            continue
+    return out
+
+
+def policy_drops(nft_json: str) -> int:
+    """Packets counted by the host firewall's `counter comment "dropped by policy"` (the rule before the input
+    chain's policy drop): new connections the firewall refused, and late segments conntrack saw as new."""
+    try:
+        doc = json.loads(nft_json)
+    except ValueError as e:
+        raise CommandFailed("nft -j printed no JSON") from e
+    for item in doc.get("nftables", []) if isinstance(doc, dict) else []:
+        rule = item.get("rule") if isinstance(item, dict) else None
+        if isinstance(rule, dict) and rule.get("comment") == "dropped by policy":
+            for ex in rule.get("expr", []):
+                if isinstance(ex, dict) and isinstance(ex.get("counter"), dict):
+                    return int(ex["counter"].get("packets", 0))
+    raise CommandFailed("the host firewall has no \"dropped by policy\" counter")
+
+
+def _delta(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
+    return {k: b[k] - a[k] for k in a if k in b}
+
+
+def _compare_guard_to_headroom(results: list[Result]) -> None:
+    """The guard scenario also has to keep clients no worse off than the `headroom` remedy, when both were run
+    and the client blocked time (`client_blocked_s`) was measured; 1 s of slack for the per-second client lines."""
+    by = {r.name: r for r in results}
+    g, h = by.get("guard"), by.get("headroom")
+    if g is None or h is None or not g.available or g.met is not True:
+        return
+    gb, hb = getattr(g, "client_blocked_s", None), getattr(h, "client_blocked_s", None)
+    if isinstance(gb, (int, float)) and isinstance(hb, (int, float)):
+        g.met = float(gb) <= float(hb) + 1.0
 
 
 def socket_pairs(ss_listing: str) -> set[tuple[str, str]]:

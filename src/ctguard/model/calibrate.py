@@ -39,9 +39,10 @@ LAB_PURGE_AFTER_S = 0.1  # the lab purges at the first drop its 10 Hz sampler se
 
 def applicable(meta: Mapping[str, Any]) -> bool:
     """Scenarios the model predicts: restarts, with or without purges (not notrack, which takes Ceph out of
-    the table, nor ctguard restart, whose gate is another capability)."""
+    the table, nor ctguard restart, whose gate is another capability, nor the pre-emptive `ctguard guard`,
+    whose purges before any drop the model's purge-at-the-first-drop does not describe)."""
     sc = meta.get("scenario") or {}
-    return not (sc.get("untracked") or sc.get("ctguard_restart"))
+    return not (sc.get("untracked") or sc.get("ctguard_restart") or sc.get("guard"))
 
 
 def measured(rows: Iterable[Mapping[str, Any]]) -> Measured:
