@@ -383,7 +383,7 @@ def health_checks(states: List[HostState], s: Settings, now: float) -> Dict[str,
         burst = host_burst(r)
         if r.fill >= s.nearfull_ratio:
             near.append("host {}: conntrack table {:.1f}% full ({}/{} entries, {} free; nearfull_ratio {:g})"
-                        .format(name, 100 * r.fill, _fmt(r.entries), _fmt(r.limit), _fmt(r.free),
+                        .format(name, math.floor(1000 * r.fill) / 10, _fmt(r.entries), _fmt(r.limit), _fmt(r.free),
                                 s.nearfull_ratio))
         elif burst is not None and r.free < burst:
             near.append("host {}: {} free conntrack entries, below the predicted restart burst of {} ({})"
@@ -478,7 +478,9 @@ def ok_to_restart(states: List[HostState], osd_host: Dict[int, str], osds: List[
             reserve = reserve_for(r, s)
             need = sum(b for b, _how in bursts.values()) + reserve
             dropped = st.drops_in_window(now, s.drops_window)
-            h.update({"free": r.free, "need": need, "reserve": reserve, "age": round(now - r.ts, 1),
+            h.update({"entries": r.entries, "limit": r.limit, "drops": r.drops,
+                      "osd_entries": {"osd.{}".format(k): v for k, v in sorted(r.osd_entries.items())},
+                      "free": r.free, "need": need, "reserve": reserve, "age": round(now - r.ts, 1),
                       "predicted_burst": {"osd.{}".format(o): b for o, (b, _how) in bursts.items()},
                       "drops_in_window": dropped})
             if dropped > 0:
