@@ -99,7 +99,7 @@ def parse_address_map(text: str) -> Dict[str, str]:
         try:
             doc = json.loads(text)
         except ValueError as e:
-            raise ValueError("host_addresses: not JSON: {}".format(e))
+            raise ValueError("host_addresses: not JSON: {}".format(e)) from e
         if not isinstance(doc, dict):
             raise ValueError("host_addresses: a JSON object {host: address} expected")
         return {str(k): str(v) for k, v in doc.items()}
@@ -209,7 +209,7 @@ def samples_from_prometheus(body: str, where: str) -> List[Sample]:
             raise FetchError("{}: {}".format(where, doc.get("error", "query failed")))
         result = doc["data"]["result"]
     except (ValueError, KeyError, TypeError, AttributeError) as e:
-        raise FetchError("{}: unexpected answer ({})".format(where, e))
+        raise FetchError("{}: unexpected answer ({})".format(where, e)) from e
     out = []  # type: List[Sample]
     for r in result:
         metric = dict(r.get("metric", {}))
@@ -251,7 +251,7 @@ class KeepAliveFetcher(object):
             except (OSError, http.client.HTTPException) as e:
                 conn.close()
                 if attempt or isinstance(e, (socket.timeout, ConnectionRefusedError)):
-                    raise FetchError("{}: {}".format(url, _reason(e)))
+                    raise FetchError("{}: {}".format(url, _reason(e))) from e
                 continue  # the server closed an idle connection: one fresh try
             if resp.status != 200:
                 conn.close()
@@ -438,7 +438,7 @@ def status_text(doc: Dict[str, Any]) -> str:
 
     rows = [("HOST", "STATE", "COUNT", "MAX", "FREE", "FILL", "TIME_WAIT", "DROPS/s", "BURST", "AGE")]
     for h in doc["hosts"]:
-        fill = "-" if h["fill"] is None else "{:.1f}%".format(100 * h["fill"])
+        fill = "-" if h["fill"] is None else "{:.1f}%".format(math.floor(1000 * h["fill"]) / 10)
         rows.append((h["host"], "up" if h["up"] else "DOWN", cell(h["entries"]), cell(h["limit"]),
                      cell(h["free"]), fill, cell(h["time_wait"]), cell(h["drops_rate"]),
                      cell(h["predicted_burst"]), "-" if h["age"] is None else "{:.0f}s".format(h["age"])))
