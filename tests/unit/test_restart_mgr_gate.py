@@ -92,3 +92,49 @@ def test_module_not_enabled() -> None:
     with pytest.raises(CannotRead, match="mgr module enable ctguard"):
         src.read("mg-h1")
     assert src.purge("mg-h1") is None
+
+
+# -- the engine honours a source that answers for itself (the mgr module's ok-to-restart) ------------------------
+def test_engine_waits_for_and_shrinks_to_the_sources_yes(tmp_path: Any) -> None:
+    import sys
+
+    sys.path.insert(0, os.path.dirname(__file__))
+    from test_restart_engine import make, of
+    from test_restart_fakes import World
+
+    from ctguard.errors import Exit
+
+    w = World()
+    eng, ev, _ = make(w, tmp_path)
+    asked: list[list[int]] = []
+
+    def confirm(host: str, osds: Any) -> tuple[bool, str]:
+        asked.append(list(osds))
+        if len(asked) <= 3:  # the first round (3, 2, 1 OSDs): no
+            return False, "ceph ctguard ok-to-restart: host h1: 3 packets dropped"
+        return len(osds) == 1, "ceph ctguard ok-to-restart: room for one only"
+
+    eng.source.confirm = confirm  # type: ignore[attr-defined]
+    res = eng.run()
+    assert res.exit_code == Exit.OK, res.reason
+    assert asked[:4] == [[0, 1, 2], [0, 1], [0], [0, 1, 2]]
+    assert [b["osds"] for b in of(ev, "batch")] == [[0], [1], [2]]  # one at a time, as the source allows
+    waits = [f for f in of(ev, "wait") if f["gate"] == "headroom"]
+    assert waits and waits[0]["reason"] == "ceph ctguard ok-to-restart: host h1: 3 packets dropped"
+    gates = [f for f in of(ev, "gate") if f["gate"] == "headroom"]
+    assert all(g["source_confirmed"] for g in gates)
+
+
+def test_confirm_answers_from_recorded_ok_to_restart() -> None:
+    src, _ = _source({("ctguard", "ok-to-restart", "osd.0", "osd.1"): (0, _fix("ok_to_restart_yes.json"), ""),
+                      ("ctguard", "ok-to-restart", "osd.0"):
+                      (16, _fix("ok_to_restart_no.json"), _fix("ok_to_restart_no.stderr"))})
+    assert src.confirm("mg-h1", [0, 1]) == (True, "")
+    ok, why = src.confirm("mg-h1", [0])
+    assert not ok and why == ("ceph ctguard ok-to-restart: host mg-h1: 40 free conntrack entries < 88 needed "
+                              "(predicted burst 62 + reserve 26)")
+    down = ('{"ok_to_restart": false, "osds": [2], "hosts": [{"host": "mg-h2", "osds": [2], "ok": false, '
+            '"free": null, "need": null, "reason": "host mg-h2: exporter unreachable: timed out"}]}')
+    src, _ = _source({("ctguard", "ok-to-restart", "osd.2"): (16, down, "Error EBUSY: unsafe")})
+    with pytest.raises(CannotRead, match="exporter unreachable"):
+        src.confirm("mg-h2", [2])
