@@ -140,3 +140,58 @@ def checks(lab: Lab, timeout: float = 15) -> dict[str, dict[str, Any]]:
                           "summary": (c.get("summary") or {}).get("message", ""),
                           "detail": [str(d.get("message", "")) for d in c.get("detail") or []]}
     return out
+
+
+def wait_checks(lab: Lab, pred: Callable[[dict[str, dict[str, Any]]], bool], timeout: float,
+                sleep: Callable[[float], None] = time.sleep) -> tuple[bool, dict[str, dict[str, Any]], float]:
+    """Poll the module's checks until `pred` holds: (held?, the last checks, seconds waited)."""
+    t0 = time.monotonic()
+    last: dict[str, dict[str, Any]] = {}
+    while True:
+        try:
+            last = checks(lab)
+        except CtguardError:
+            last = {}
+        if pred(last):
+            return True, last, time.monotonic() - t0
+        if time.monotonic() - t0 >= timeout:
+            return False, last, time.monotonic() - t0
+        sleep(1.0)
+
+
+def demo(lab: Lab, host: str, show: Callable[[str, str], None], timeout: float = 60.0) -> bool:
+    """`make demo`'s step: fill `host`'s table to its last few entries, show `ceph health detail` naming it and
+    `ok-to-restart` saying no, delete the filler, show both clear. `show(title, text)` prints each step.
+    True when every check rose and cleared as it should."""
+    from ctguard.kernel.settings import conntrack_settings
+    from ctguard.lab.fill import fill
+    from ctguard.runner import run
+
+    ns = lab.host_netns(host)
+    osd = lab.osd_ids(host)[0]
+    s = conntrack_settings(ns)
+    margin = 20  # fewer free entries than one OSD's restart burst
+    fill("tcp-est", max(0, s.max - s.count - margin), lab.fill_src(host), ns)
+    now = conntrack_settings(ns)
+    show(f"filled {host}'s conntrack table: {now.count:,}/{now.max:,} entries", "")
+    ok = True
+    try:
+        rose, _c, took = wait_checks(lab, lambda c: any(
+            line.startswith(f"host {host}:") for line in c.get("CTGUARD_CONNTRACK_NEARFULL", {}).get("detail", [])),
+            timeout)
+        ok &= rose
+        show(f"ceph health detail ({'after' if rose else 'NOT raised within'} {took:.0f} s)",
+             lab.ceph(["health", "detail"], timeout=15).stdout)
+        done = lab.ceph(["ctguard", "ok-to-restart", f"osd.{osd}"], timeout=15)
+        ok &= done.returncode == 16
+        show(f"ceph ctguard ok-to-restart osd.{osd} -> exit {done.returncode}", done.stdout + done.stderr)
+    finally:
+        run(["ip", "netns", "exec", host, "conntrack", "-D", "--mark", "1"], timeout=180)
+    cleared, _c, took = wait_checks(lab, lambda c: "CTGUARD_CONNTRACK_NEARFULL" not in c, timeout)
+    ok &= cleared
+    show(f"filler deleted: ceph health detail ({'cleared after' if cleared else 'NOT cleared within'} {took:.0f} s)",
+         lab.ceph(["health", "detail"], timeout=15).stdout)
+    done = lab.ceph(["ctguard", "ok-to-restart", f"osd.{osd}"], timeout=15)
+    ok &= done.returncode == 0
+    show(f"ceph ctguard ok-to-restart osd.{osd} -> exit {done.returncode}", done.stdout + done.stderr)
+    return ok
