@@ -39,17 +39,28 @@ def lab(tmp_path: Any) -> Iterator[Lab]:
             pytest.fail(f"{tool} is not installed: run `make setup`")
     prefix = "ctm" + secrets.token_hex(3)
     base = str(tmp_path)
+    pids: list[int] = []
     try:
-        yield up(cfg.LabSpec(prefix=prefix, hosts=2, osds_per_host=2, clients=0, base_dir=base))
+        lab = up(cfg.LabSpec(prefix=prefix, hosts=2, osds_per_host=2, clients=0, base_dir=base))
+        pids = [p for n, p in lab.state.daemons.items() if n.startswith("exporter.")]
+        assert len(pids) == 2
+        # a short drop window, so the test can watch CTGUARD_CONNTRACK_DROPS clear
+        lab.ceph(["config", "set", "mgr", "mgr/ctguard/drops_window", "10"], check=True)
+        yield lab
     finally:
         down(prefix, base)
+        assert not [p for p in pids if procs.alive(p)]  # `lab down` stopped the exporters
         assert [n for n in os.listdir("/run/netns") if n.startswith(prefix + "-")] == []
         assert procs.scan(os.path.join(cfg.lab_dir(prefix, base), "ceph.conf")) == []
+
+
+T0 = time.monotonic()
 
 
 def _wait(lab: Lab, what: str, pred: Callable[[dict[str, Any]], bool], timeout: float = 60.0) -> float:
     """Poll the module's checks until pred holds; the seconds it took."""
     t0 = time.monotonic()
+    print(f"{t0 - T0:7.1f} s  waiting: {what}")
     last: dict[str, Any] = {}
     while time.monotonic() - t0 < timeout:
         last = mgrmod.checks(lab)
@@ -97,7 +108,7 @@ def test_mgr_module_checks_rise_and_clear(lab: Lab, tmp_path: Any) -> None:
         assert r.send_errors > 0
         _wait(lab, "DROPS naming the host", lambda c: _names(c, DROPS, h1))
 
-        # empty it: NEARFULL clears; DROPS once the 30 s drop window has passed; then ok-to-restart says yes
+        # empty it: NEARFULL clears; DROPS once the 10 s drop window has passed; then ok-to-restart says yes
         run(["ip", "netns", "exec", h1, "conntrack", "-D", "--mark", "1"], timeout=180)
     finally:
         lock.close()
@@ -128,6 +139,7 @@ def test_mgr_module_checks_rise_and_clear(lab: Lab, tmp_path: Any) -> None:
     _wait(lab, "EXPORTER_DOWN cleared after restart", lambda c: DOWN not in c)
 
     # restart --gate-source mgr: one OSD restarted through `ceph ctguard ok-to-restart`
+    print(f"{time.monotonic() - T0:7.1f} s  restart --gate-source mgr")
     osd = lab.osd_ids(h1)[0]
     done = subprocess.run(
         [sys.executable, "-m", "ctguard", "restart", f"osd.{osd}", "--lab", lab.prefix, "--lab-dir",
@@ -138,3 +150,5 @@ def test_mgr_module_checks_rise_and_clear(lab: Lab, tmp_path: Any) -> None:
     events = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     gates = [e for e in events if e.get("event") == "gate" and e.get("gate") == "headroom"]
     assert gates and gates[0]["reading"]["source"].startswith("mgr:ceph ctguard")
+    assert gates[0]["source_confirmed"] is True and gates[0]["batch"] == [osd]
+    print(f"{time.monotonic() - T0:7.1f} s  done")

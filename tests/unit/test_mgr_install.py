@@ -121,3 +121,24 @@ def test_cli_plan_apply_json_and_exit_codes(tmp_path: Path, ceph_dir: Path,
     assert res.exit_code == 3 and res.output.count("\n") == 1  # one line, no traceback
     res = r.invoke(cli, ["mgr", "path"])
     assert res.exit_code == 0 and res.output.strip() == module_source()
+
+
+def test_a_path_the_ceph_user_cannot_traverse_is_noted(ceph_dir: Path) -> None:
+    import shutil
+    import tempfile
+
+    top = Path(tempfile.mkdtemp(prefix="ctguard-mgr-", dir="/tmp"))  # pytest's own tmp root is 0700
+    try:
+        top.chmod(0o755)
+        closed = top / "closed"
+        closed.mkdir()
+        closed.chmod(0o700)
+        plan = plan_install(str(closed / "mods"), ceph_dir=str(ceph_dir))
+        assert [n for n in plan.notes if "not searchable" in n] == [
+            f"{closed} is not searchable by other users: a ceph-mgr running as user ceph cannot read the modules "
+            "(chmod o+x it or pick another --path)"]
+        closed.chmod(0o755)
+        plan = plan_install(str(closed / "mods"), ceph_dir=str(ceph_dir))
+        assert not any("not searchable" in n for n in plan.notes)
+    finally:
+        shutil.rmtree(top)

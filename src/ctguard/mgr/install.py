@@ -4,7 +4,7 @@ Pacific (16.2.x) loads modules from one directory, the `mgr_module_path` option 
 /usr/share/ceph/mgr), and puts that directory first on the modules' sys.path: `mgr_module.py` and
 `mgr_util.py`, which every module imports, must be in it too. Ceph's PyModuleRegistry::probe_modules() takes
 every entry that `std::filesystem::is_directory()` accepts, and that follows symlinks. So the default install
-is a module directory of our own (`--path`, default /var/lib/ctguard/mgr-modules): one symlink per entry of
+is a module directory of our own (`--path`, default /usr/local/lib/ctguard/mgr-modules): one symlink per entry of
 Ceph's directory, plus a copy of the `ctguard` package, and `mgr_module_path` pointed at it (checked on
 16.2.15 in the lab: every Ceph module still loads, and `ctguard` is listed and runs). A Ceph upgrade that
 adds or removes a module needs the links refreshed: run the install again (the plan shows what changed).
@@ -30,7 +30,7 @@ from typing import Any
 from ctguard.errors import BadInput, CannotRead, CommandFailed
 
 CEPH_MGR_DIR = "/usr/share/ceph/mgr"
-DEFAULT_PATH = "/var/lib/ctguard/mgr-modules"
+DEFAULT_PATH = "/usr/local/lib/ctguard/mgr-modules"  # code, not state: not under /var/lib/ctguard
 MODULE = "ctguard"
 MANIFEST = ".ctguard-install.json"
 MODULE_FILES = ("__init__.py", "core.py", "module.py")
@@ -130,11 +130,36 @@ def plan_install(path: str | None = None, ceph_dir: str = CEPH_MGR_DIR, into_cep
     if os.path.lexists(dst) and not os.path.isfile(os.path.join(dst, "core.py")):
         raise BadInput(f"{dst} exists and is not a ctguard mgr module: refusing to replace it")
     steps.append(Step("copy" if _module_differs(src, dst) else "keep", dst, src))
+    notes = [f"links every module of {ceph_dir} (Pacific loads one directory); re-run after a Ceph upgrade"]
+    closed = _not_searchable(path)
+    if closed:
+        notes.append(f"{closed} is not searchable by other users: a ceph-mgr running as user ceph cannot read the "
+                     "modules (chmod o+x it or pick another --path)")
     return Plan("path", path, ceph_dir, tuple(steps),
                 (f"ceph config set mgr mgr_module_path {path}",
                  "ceph mgr fail   # every mgr reads mgr_module_path when it starts: restart or fail over each",
                  *enable),
-                (f"links every module of {ceph_dir} (Pacific loads one directory); re-run after a Ceph upgrade",))
+                tuple(notes))
+
+
+def _not_searchable(path: str) -> str | None:
+    """The first existing directory on the way to `path` that others cannot traverse (ceph-mgr runs as `ceph`)."""
+    d = path
+    chain = []
+    while True:
+        chain.append(d)
+        parent = os.path.dirname(d)
+        if parent == d:
+            break
+        d = parent
+    for d in reversed(chain):
+        try:
+            mode = os.stat(d).st_mode
+        except OSError:
+            continue
+        if not mode & 0o001:
+            return d
+    return None
 
 
 def _manifest_links(path: str) -> set[str]:
