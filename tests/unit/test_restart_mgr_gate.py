@@ -138,3 +138,56 @@ def test_confirm_answers_from_recorded_ok_to_restart() -> None:
     src, _ = _source({("ctguard", "ok-to-restart", "osd.2"): (16, down, "Error EBUSY: unsafe")})
     with pytest.raises(CannotRead, match="exporter unreachable"):
         src.confirm("mg-h2", [2])
+
+
+# -- end to end through the CLI: a stand-in `ceph` that answers `ctguard …` with the recorded module output ------
+MGR_FAKE = r'''
+import os, sys
+fix, count = os.environ["CTGUARD_MGR_FIX"], os.environ["CTGUARD_MGR_COUNT"]
+words = [a for a in sys.argv[2:] if a not in ("-f", "json")]
+if "--connect-timeout" in words:
+    i = words.index("--connect-timeout"); del words[i:i + 2]
+if words[:2] == ["ctguard", "status"]:
+    print(open(os.path.join(fix, "ctguard_status.json")).read()); sys.exit(0)
+if words[:2] == ["ctguard", "ok-to-restart"]:
+    n = int(open(count).read()) if os.path.exists(count) else 0
+    open(count, "w").write(str(n + 1))
+    if n < 2:  # the first two answers (the batch of two, then one): the table is full
+        print(open(os.path.join(fix, "ok_to_restart_no.json")).read())
+        sys.stderr.write(open(os.path.join(fix, "ok_to_restart_no.stderr")).read()); sys.exit(16)
+    print(open(os.path.join(fix, "ok_to_restart_yes.json")).read()); sys.exit(0)
+'''
+
+
+def test_cli_restart_gates_on_the_mgr_module(tmp_path: Any) -> None:
+    import json
+    import subprocess
+    import sys
+
+    sys.path.insert(0, os.path.dirname(__file__))
+    from test_restart_cli import FAKE_CEPH, ctguard
+
+    script = tmp_path / "fake_ceph.py"
+    script.write_text(MGR_FAKE + FAKE_CEPH)
+    state = tmp_path / "state.json"
+    state.write_text(json.dumps({"epoch": 10, "flags": ["sortbitwise"], "restarts": [],
+                                 "osds": {"0": {"up_from": 5, "host": "mg-h1"},
+                                          "1": {"up_from": 6, "host": "mg-h1"}}}))
+    ceph = [sys.executable, str(script), str(state)]
+    os.environ["CTGUARD_MGR_FIX"] = FIX
+    os.environ["CTGUARD_MGR_COUNT"] = str(tmp_path / "count")
+    try:
+        p: subprocess.CompletedProcess[str] = ctguard(
+            "--host", "mg-h1", "--json", "--ceph-cmd", " ".join(ceph), "--restart-cmd",
+            " ".join(ceph) + " restart {id}", "--gate-source", "mgr", "--settle", "0.2",
+            "--state-dir", str(tmp_path / "st"))
+    finally:
+        del os.environ["CTGUARD_MGR_FIX"], os.environ["CTGUARD_MGR_COUNT"]
+    assert p.returncode == 0, p.stderr
+    events = [json.loads(line) for line in p.stdout.splitlines()]
+    waits = [e for e in events if e["event"] == "wait" and e["gate"] == "headroom"]
+    assert waits[0]["reason"] == ("ceph ctguard ok-to-restart: host mg-h1: 40 free conntrack entries < 88 needed "
+                                  "(predicted burst 62 + reserve 26)")
+    gates = [e for e in events if e["event"] == "gate" and e["gate"] == "headroom"]
+    assert gates[0]["source_confirmed"] is True and gates[0]["reading"]["source"] == "mgr:ceph ctguard status"
+    assert sorted(json.loads(state.read_text())["restarts"]) == [0, 1]
