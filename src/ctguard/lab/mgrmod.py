@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import sys
 import time
 from collections.abc import Callable
@@ -50,7 +51,7 @@ def prepare(lab: Lab, ceph_dir: str = CEPH_MGR_DIR) -> None:
 def exporter_argv(lab: Lab, host: str) -> list[str]:
     ip = lab.state.host(host).ip
     return [sys.executable, "-m", "ctguard", "exporter", "--listen", f"{ip}:{cfg.EXPORTER_PORT}",
-            "--breakdown-interval", "10", "--state-dir", os.path.join(lab.dir, "exporter", host),
+            "--breakdown-interval", "30", "--state-dir", os.path.join(lab.dir, "exporter", host),
             "--osd-range", f"{cfg.OSD_PORTS[0]}-{cfg.OSD_PORTS[1]}"]
 
 
@@ -159,19 +160,39 @@ def wait_checks(lab: Lab, pred: Callable[[dict[str, dict[str, Any]]], bool], tim
         sleep(1.0)
 
 
+def fill_to_free(lab: Lab, host: str, free: int) -> int:
+    """Fill `host`'s table (ESTABLISHED filler, ct mark 1) until at most `free` entries are left; returns the
+    count. Entries of the host's own closed connections keep expiring meanwhile, so it tops up a few times,
+    each round with peers the earlier rounds did not use (a packet of an existing tuple adds nothing)."""
+    from ctguard.kernel.settings import conntrack_settings
+    from ctguard.lab.fill import fill
+
+    ns = lab.host_netns(host)
+    s = conntrack_settings(ns)
+    # peers (198.19.x.y, port) are numbered; a random start far apart from earlier calls' ranges (fill.peer()
+    # numbers ~3.6e9 of them) keeps every round's tuples new
+    start = random.randrange(0, 3_000_000_000)
+    for _ in range(4):
+        n = s.max - s.count - free
+        if n <= 0:
+            break
+        fill("tcp-est", n, lab.fill_src(host), ns, start=start)
+        start += n
+        s = conntrack_settings(ns)
+    return s.count
+
+
 def demo(lab: Lab, host: str, show: Callable[[str, str], None], timeout: float = 60.0) -> bool:
     """`make demo`'s step: fill `host`'s table to its last few entries, show `ceph health detail` naming it and
     `ok-to-restart` saying no, delete the filler, show both clear. `show(title, text)` prints each step.
     True when every check rose and cleared as it should."""
     from ctguard.kernel.settings import conntrack_settings
-    from ctguard.lab.fill import fill
     from ctguard.runner import run
 
     ns = lab.host_netns(host)
     osd = lab.osd_ids(host)[0]
-    s = conntrack_settings(ns)
     margin = 20  # fewer free entries than one OSD's restart burst
-    fill("tcp-est", max(0, s.max - s.count - margin), lab.fill_src(host), ns)
+    fill_to_free(lab, host, margin)
     now = conntrack_settings(ns)
     show(f"filled {host}'s conntrack table: {now.count:,}/{now.max:,} entries", "")
     ok = True
@@ -182,6 +203,8 @@ def demo(lab: Lab, host: str, show: Callable[[str, str], None], timeout: float =
         ok &= rose
         show(f"ceph health detail ({'after' if rose else 'NOT raised within'} {took:.0f} s)",
              lab.ceph(["health", "detail"], timeout=15).stdout)
+        fill_to_free(lab, host, margin)  # what expired meanwhile, filled again; then one module cycle
+        time.sleep(float(LAB_OPTIONS["interval"]) + 1.5)
         done = lab.ceph(["ctguard", "ok-to-restart", f"osd.{osd}"], timeout=15)
         ok &= done.returncode == 16
         show(f"ceph ctguard ok-to-restart osd.{osd} -> exit {done.returncode}", done.stdout + done.stderr)
