@@ -2,8 +2,8 @@
 
 Pacific (16.2.x) loads modules from one directory, the `mgr_module_path` option (default
 /usr/share/ceph/mgr), and puts that directory first on the modules' sys.path: `mgr_module.py` and
-`mgr_util.py`, which every module imports, must be in it too. Ceph's PyModuleRegistry::probe_modules() takes
-every entry that `std::filesystem::is_directory()` accepts, and that follows symlinks. So the default install
+`mgr_util.py`, which every module imports, must be in it too. The mgr follows symlinks when it probes that
+directory (checked on 16.2.15: every `lab up` loads Ceph's modules through them). So the default install
 is a module directory of our own (`--path`, default /usr/local/lib/ctguard/mgr-modules): one symlink per entry of
 Ceph's directory, plus a copy of the `ctguard` package, and `mgr_module_path` pointed at it (checked on
 16.2.15 in the lab: every Ceph module still loads, and `ctguard` is listed and runs). A Ceph upgrade that
