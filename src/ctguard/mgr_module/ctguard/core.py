@@ -539,8 +539,15 @@ class Poller(object):
         self._lock = threading.Lock()
 
     def snapshot(self) -> List[HostState]:
+        """The hosts' states; read them inside `consistent()` when several fields must agree."""
         with self._lock:
             return list(self.states.values())
+
+    def consistent(self, fn: Callable[[List[HostState]], Any]) -> Any:
+        """fn(states) while no poll result is being recorded (a command sees each host's reading and drop
+        history from the same cycle). fn must be quick: it holds the lock the workers report under."""
+        with self._lock:
+            return fn(list(self.states.values()))
 
     def _work(self, host: Host, url: str, timeout: float, prometheus: bool) -> None:
         try:

@@ -111,7 +111,7 @@ class Module(MgrModule):
         # a whole cycle is bounded: a fetch still running after 2 timeouts counts as unreachable
         self.poller.poll(hosts, urls, timeout, 2 * timeout + 0.5, s.drops_window, prometheus=prom)
         self.last_cycle = time.time()
-        checks = core.health_checks(self.poller.snapshot(), s, self.last_cycle)
+        checks = self.poller.consistent(lambda states: core.health_checks(states, s, self.last_cycle))
         self.set_health_checks(checks)
 
     def serve(self) -> None:
@@ -134,7 +134,8 @@ class Module(MgrModule):
     @CLIReadCommand("ctguard status")
     def status(self, format: Optional[str] = None) -> HandleCommandResult:
         """Conntrack table of each OSD host: count, max, free, TIME_WAIT, drops, predicted restart burst"""
-        doc = core.status_doc(self.poller.snapshot(), self.settings, time.time())
+        s = self.settings
+        doc = self.poller.consistent(lambda states: core.status_doc(states, s, time.time()))
         if self.config_error:
             doc["config_error"] = self.config_error
         if format in ("json", "json-pretty"):
@@ -159,7 +160,8 @@ class Module(MgrModule):
         if missing:
             return HandleCommandResult(retval=-errno.ENOENT,
                                        stderr="osd.{} is in no CRUSH host".format(missing[0]))
-        ok, doc = core.ok_to_restart(self.poller.snapshot(), osd_host, osds, self.settings, time.time())
+        s = self.settings
+        ok, doc = self.poller.consistent(lambda states: core.ok_to_restart(states, osd_host, osds, s, time.time()))
         out = json.dumps(doc)
         if ok:
             return HandleCommandResult(stdout=out)
