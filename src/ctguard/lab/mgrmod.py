@@ -201,10 +201,11 @@ def demo(lab: Lab, host: str, show: Callable[[str, str], None], timeout: float =
             line.startswith(f"host {host}:") for line in c.get("CTGUARD_CONNTRACK_NEARFULL", {}).get("detail", [])),
             timeout)
         ok &= rose
-        show(f"ceph health detail ({'after' if rose else 'NOT raised within'} {took:.0f} s)",
-             lab.ceph(["health", "detail"], timeout=15).stdout)
-        fill_to_free(lab, host, margin)  # what expired meanwhile, filled again; then one module cycle
+        # what expired meanwhile, filled again; then one module cycle, so the figures shown are the full table's
+        fill_to_free(lab, host, margin)
         time.sleep(float(LAB_OPTIONS["interval"]) + 1.5)
+        show(f"ceph health detail (NEARFULL {'raised after' if rose else 'NOT raised within'} {took:.0f} s)",
+             lab.ceph(["health", "detail"], timeout=15).stdout)
         done = lab.ceph(["ctguard", "ok-to-restart", f"osd.{osd}"], timeout=15)
         ok &= done.returncode == 16
         show(f"ceph ctguard ok-to-restart osd.{osd} -> exit {done.returncode}", done.stdout + done.stderr)
