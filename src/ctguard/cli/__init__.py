@@ -26,6 +26,7 @@ _COMMANDS = {
     "watch": "export",
     "restart": "restart",
     "lab": "lab",
+    "mgr": "mgr",
 }
 
 

@@ -123,6 +123,15 @@ def status(prefix: str, base_dir: str | None, as_json: bool) -> None:
             t.add_row(h["host"], osds, str(ct.get("count", "?")), str(ct.get("max", "?")),
                       str(ct.get("drop", "?")), str(ct.get("early_drop", "?")))
         _out.print(t)
+        down = [x["host"] for x in doc.get("exporters", []) if x["pid"] is None]
+        checks = doc.get("mgr_checks")
+        if checks is not None:
+            _out.print("ctguard mgr module: " + ("no CTGUARD_* health checks" if not checks else
+                                                 ", ".join(sorted(checks)))
+                       + (f"; exporter not running on {', '.join(down)}" if down else ""))
+            for code, c in sorted(checks.items()):
+                for line in c["detail"]:
+                    _out.print(f"  {code}: {line}", markup=False)
         for e in doc["errors"]:
             _err.print(f"[yellow]{e}[/yellow]")
     health = doc["health"]

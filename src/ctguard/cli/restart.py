@@ -20,7 +20,14 @@ from ctguard.kernel.netns import Netns
 from ctguard.output import emit_event
 from ctguard.restart.backends import make_backend
 from ctguard.restart.engine import Engine, Options, Result
-from ctguard.restart.gates import ExporterSource, GateSource, LocalKernelSource, PrometheusSource
+from ctguard.restart.gates import (
+    CephMgrCommands,
+    ExporterSource,
+    GateSource,
+    LocalKernelSource,
+    MgrSource,
+    PrometheusSource,
+)
 from ctguard.restart.journal import Journal, RunLock
 from ctguard.restart.plan import Plan, build_plan, parse_osd_names
 
@@ -148,8 +155,9 @@ def _render_dry_run(doc: dict[str, Any]) -> None:
 @click.option("--ceph-via", type=click.Choice(["auto", "cli", "librados"]), default="auto", show_default=True,
               help="auto: one librados connection when python3-rados is installed and --ceph-cmd is a plain "
                    "`ceph [-c CONF] [-n NAME|--id ID] [-k KEYRING] [--cluster NAME]`; else the ceph CLI.")
-@click.option("--gate-source", default="local", show_default=True, metavar="local|exporter|URL",
-              help="Read conntrack gates from this kernel, each host's `ctguard exporter`, or a Prometheus URL.")
+@click.option("--gate-source", default="local", show_default=True, metavar="local|exporter|mgr|URL",
+              help="Read conntrack gates from this kernel, each host's `ctguard exporter`, the ctguard mgr "
+                   "module (`ceph ctguard ok-to-restart`), or a Prometheus URL.")
 @click.option("--exporter-url", default="http://{host}:9477/metrics", show_default=True,
               help="Exporter URL template ({host}).")
 @click.option("--netns", "netns_name", default=None, help="Local gates: read this network namespace.")
@@ -248,10 +256,12 @@ def restart(osds: tuple[str, ...], hosts: tuple[str, ...], local: bool, cluster:
             source = LocalKernelSource(netns_of=netns_of)
         elif gate_source == "exporter":
             source = ExporterSource(exporter_url, netns_of=netns_of if lab is not None else (lambda h: None))
+        elif gate_source == "mgr":
+            source = MgrSource(CephMgrCommands(ceph))
         elif gate_source.startswith("http://"):
             source = PrometheusSource(gate_source)
         else:
-            raise BadInput(f"--gate-source {gate_source!r}: local, exporter or http://PROMETHEUS:9090")
+            raise BadInput(f"--gate-source {gate_source!r}: local, exporter, mgr or http://PROMETHEUS:9090")
 
         opts = Options(burst_factor=burst_factor, osd_entries=osd_entries, reserve=reserve, settle=settle,
                        max_parallel=max_parallel, ok_to_stop_timeout=ok_to_stop_timeout, gate_timeout=gate_timeout,

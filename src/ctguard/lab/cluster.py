@@ -387,6 +387,9 @@ def up(spec: cfg.LabSpec, progress: Progress = _noop, ready_timeout: float = 180
     mgrdir = os.path.join(d, "mgr", "ceph-x")
     os.makedirs(mgrdir, exist_ok=True)
     mgrkr = os.path.join(mgrdir, "keyring")
+    from ctguard.lab import mgrmod  # the ctguard mgr module: its module dir, read by the mgr at start-up
+
+    mgrmod.prepare(lab)
     lab.ceph(["auth", "get-or-create", "mgr.x", "mon", "allow profile mgr", "osd", "allow *", "mds", "allow *",
               "-o", mgrkr], check=True)
     st.daemons["mgr.x"] = procs.spawn(spec.mon_ns, spec.mon_ns,
@@ -441,6 +444,7 @@ def up(spec: cfg.LabSpec, progress: Progress = _noop, ready_timeout: float = 180
     start_clients(lab, spec.clients)
     mark("clients", clients=spec.clients)
     r = lab.wait_ready(ready_timeout, progress=progress)
+    mgrmod.start(lab, progress)  # an exporter per host; the module enabled and reading every host
     st.phase = "up"
     mark("ready", pgs=r.num_pgs, osds=r.osds)
     return lab

@@ -25,6 +25,8 @@ FILL_NET = "198.19.0.0/16"
 # Ceph's ports: mon v2/v1 and the OSD/mgr bind range (ms_bind_port_min/max; ctguard's PortRoles default).
 MON_PORTS = (3300, 6789)
 OSD_PORTS = (6800, 7568)
+# each OSD host's `ctguard exporter` (lab/mgrmod.py), read by the ctguard mgr module from the mon namespace
+EXPORTER_PORT = 9477
 STORES = ("memstore", "bluestore")
 POOL = "labpool"
 
@@ -211,6 +213,7 @@ table inet {fw} {{
     iif "lo" accept
     ip protocol icmp accept
     tcp dport {ports} accept
+    tcp dport {EXPORTER_PORT} ip saddr {MON_IP} accept
     counter comment "dropped by policy"
   }}
   chain output {{

@@ -46,4 +46,13 @@ def lab_status(lab: Lab) -> dict[str, Any]:
     for name, pid in sorted(lab.state.daemons.items()):
         if name.startswith("client."):
             doc["clients"].append({"name": name, "pid": pid, "alive": procs.alive(pid)})
+    # the ctguard mgr module's view: its CTGUARD_* health checks, and the exporters it reads
+    from ctguard.lab import mgrmod
+
+    doc["exporters"] = [{"host": h, "pid": mgrmod.exporter_pid(lab, h)} for h in lab.hosts]
+    try:
+        doc["mgr_checks"] = mgrmod.checks(lab)
+    except CtguardError as e:
+        doc["mgr_checks"] = None
+        doc["errors"].append(f"ctguard mgr module: {e.message}")
     return doc

@@ -457,12 +457,15 @@ class Engine:
                 else:
                     r = self._refresh_live(host, candidates)
                 batch, need, pred, reserve = fit(r)
-            if batch:
+            confirmed, said_no = self._confirm(host, batch, exact)
+            if confirmed:
+                batch = confirmed
                 waited = self.clock() - t0
                 self.waited["headroom"] += waited
                 self.emit("gate", gate="headroom", host=host, ok=True, batch=batch, need=need, reserve=reserve,
                           predicted={f"osd.{o}": pred[o] for o in batch}, burst_factor=round(self.factor, 3),
-                          waited=round(waited, 2), purged=purged_total, reading=r.as_json())
+                          waited=round(waited, 2), purged=purged_total, reading=r.as_json(),
+                          **({"source_confirmed": True} if said_no is not None else {}))
                 return batch, r
             first_need = reserve + pred[candidates[0]]
             now = self.clock()
@@ -475,11 +478,25 @@ class Engine:
                 last_announce = now
                 self.emit("wait", gate="headroom", host=host, osd=candidates[0], need=first_need,
                           free=r.free, waited=round(now - t0, 1),
-                          reason=(f"free entries {r.free} < predicted burst {pred[candidates[0]]} + reserve "
-                                  f"{reserve}: waiting for entries to expire"),
+                          reason=said_no or (f"free entries {r.free} < predicted burst {pred[candidates[0]]} + "
+                                             f"reserve {reserve}: waiting for entries to expire"),
                           reading=r.as_json())
             self._check_stop()
             self.sleep(self.opt.gate_poll)
+
+    def _confirm(self, host: str, batch: list[int], exact: bool) -> tuple[list[int], str | None]:
+        """A source that answers for itself (the ctguard mgr module: `ceph ctguard ok-to-restart`) must also
+        say yes: the longest prefix of `batch` it accepts ([] and its reason when none). Other sources: the
+        batch as it is, reason None."""
+        confirm = getattr(self.source, "confirm", None)
+        if not batch or confirm is None:
+            return batch, None
+        reason = ""
+        for k in range(len(batch), 0 if not exact else len(batch) - 1, -1):
+            ok, reason = confirm(host, batch[:k])
+            if ok:
+                return batch[:k], ""
+        return [], reason
 
     def _refresh_live(self, host: str, osds: Sequence[int]) -> Reading:
         r = self.source.live(host, osds)

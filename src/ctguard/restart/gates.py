@@ -305,3 +305,110 @@ class PrometheusSource:
 
     def purge(self, host: str) -> PurgeInfo | None:
         return None
+
+
+# --------------------------------------------------------------------------------------------------------------
+# the ctguard mgr module (`ceph ctguard status` / `ceph ctguard ok-to-restart`)
+
+
+class MgrCommands(Protocol):
+    def mgr_json(self, args: Sequence[str], cmd: dict[str, Any], ok_codes: tuple[int, ...]) -> tuple[int, Any]:
+        """Run a mgr command (`ceph ARGS -f json`); (return code, parsed stdout)."""
+        ...
+
+
+EBUSY = 16
+
+
+def _mgr_host(doc: Any, host: str, where: str) -> dict[str, Any]:
+    hosts = doc.get("hosts") if isinstance(doc, dict) else None
+    if not isinstance(hosts, list):
+        raise CannotRead(f"{where}: unexpected answer (no hosts list): is the ctguard mgr module enabled?")
+    for h in hosts:
+        if isinstance(h, dict) and h.get("host") == host:
+            return h
+    raise CannotRead(f"{where}: the ctguard mgr module has no reading for host {host}")
+
+
+def _mgr_reading(h: dict[str, Any], host: str, where: str, clock: Callable[[], float]) -> Reading:
+    if h.get("entries") is None or h.get("limit") is None:
+        raise CannotRead(f"{where}: host {host}: {h.get('error') or h.get('reason') or 'no reading'}")
+    daemons = {}
+    for name, n in (h.get("osd_entries") or {}).items():
+        m = re.fullmatch(r"osd\.(\d+)", str(name))
+        if m:
+            daemons[int(m.group(1))] = int(n)
+    # the module's reading is as old as its last poll: date it back so the engine sees its true age
+    ts = clock() - float(h.get("age") or 0.0)
+    return Reading(host, int(h["entries"]), int(h["limit"]), int(h.get("drops") or 0), f"mgr:{where}", ts,
+                   daemons)
+
+
+@dataclass
+class MgrSource:
+    """The ctguard mgr module as the gate source (`restart --gate-source mgr`): the same readings and the
+    same answer Ceph gives every orchestrator and script, through nothing but `ceph` access.
+
+    read(): `ceph ctguard status -f json`, the module's latest reading of the host (it polls each host's
+    exporter every few seconds). live(): `ceph ctguard ok-to-restart osd.N …` for the OSDs about to be
+    restarted. A "no" for lack of room comes back as the reading it was computed from, so the headroom gate
+    waits or shrinks the batch by the same arithmetic (free >= sum of bursts + reserve); a "no" because the
+    module has no fresh reading of the host (exporter down, stale) is an error, which stops the run safely.
+    Every answer is kept in `answers` for the journal and the dry run."""
+
+    ceph: MgrCommands
+    clock: Callable[[], float] = time.time
+    answers: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def read(self, host: str) -> Reading:
+        _rc, doc = self.ceph.mgr_json(["ctguard", "status"], {"prefix": "ctguard status"}, (0,))
+        h = _mgr_host(doc, host, "ceph ctguard status")
+        if not h.get("up"):
+            raise CannotRead(f"ceph ctguard status: host {host}: {h.get('error') or 'no reading'}")
+        return _mgr_reading(h, host, "ceph ctguard status", self.clock)
+
+    def live(self, host: str, osd_ids: Sequence[int]) -> Reading:
+        if not osd_ids:
+            return self.read(host)
+        ids = [f"osd.{o}" for o in osd_ids]
+        rc, doc = self.ceph.mgr_json(["ctguard", "ok-to-restart", *ids],
+                                     {"prefix": "ctguard ok-to-restart", "ids": ids}, (0, EBUSY))
+        if not isinstance(doc, dict) or "ok_to_restart" not in doc:
+            raise CannotRead("ceph ctguard ok-to-restart: unexpected answer (no ok_to_restart)")
+        h = _mgr_host(doc, host, "ceph ctguard ok-to-restart")
+        self.answers[host] = {"ok_to_restart": bool(doc["ok_to_restart"]), "rc": rc, "osds": ids,
+                              "free": h.get("free"), "need": h.get("need"), "reason": h.get("reason") or None}
+        return _mgr_reading(h, host, "ceph ctguard ok-to-restart", self.clock)
+
+    def confirm(self, host: str, osd_ids: Sequence[int]) -> tuple[bool, str]:
+        """The engine's headroom gate asks this before it restarts a batch: (yes?, the module's reason)."""
+        ids = [f"osd.{o}" for o in osd_ids]
+        rc, doc = self.ceph.mgr_json(["ctguard", "ok-to-restart", *ids],
+                                     {"prefix": "ctguard ok-to-restart", "ids": ids}, (0, EBUSY))
+        if not isinstance(doc, dict) or "ok_to_restart" not in doc:
+            raise CannotRead("ceph ctguard ok-to-restart: unexpected answer (no ok_to_restart)")
+        h = _mgr_host(doc, host, "ceph ctguard ok-to-restart")
+        ok = rc == 0 and bool(doc["ok_to_restart"])
+        self.answers[host] = {"ok_to_restart": ok, "rc": rc, "osds": ids, "free": h.get("free"),
+                              "need": h.get("need"), "reason": h.get("reason") or None}
+        if h.get("need") is None and not ok:  # no fresh reading of the host: nothing to wait for here
+            raise CannotRead(f"ceph ctguard ok-to-restart: {h.get('reason') or doc.get('reason') or 'no'}")
+        return ok, "" if ok else f"ceph ctguard ok-to-restart: {h.get('reason') or doc.get('reason')}"
+
+    def purge(self, host: str) -> PurgeInfo | None:
+        return None
+
+
+@dataclass
+class CephMgrCommands:
+    """MgrCommands over the ceph client (CLI or librados), with its timeouts."""
+
+    client: Any  # ctguard.ceph.client.CephClient
+
+    def mgr_json(self, args: Sequence[str], cmd: dict[str, Any], ok_codes: tuple[int, ...]) -> tuple[int, Any]:
+        done = self.client._call(args, cmd, mgr=True, ok_codes=ok_codes)
+        try:
+            return int(done.returncode), json.loads(done.stdout)
+        except ValueError as e:
+            raise CannotRead(f"ceph {' '.join(args)}: not JSON ({done.stdout[:60]!r}): is the ctguard mgr module "
+                             "enabled? (`ceph mgr module enable ctguard`, docs/ceph-health.md)") from e

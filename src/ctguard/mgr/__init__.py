@@ -1,0 +1,1 @@
+"""Installing the ceph-mgr module `ctguard` (the module itself is ctguard/mgr_module/ctguard)."""
