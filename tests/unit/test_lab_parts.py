@@ -255,11 +255,22 @@ def test_stale_entries_keep_live_connections() -> None:
 
 def test_scenarios_selection() -> None:
     names = [s.name for s in check_scenarios([], 10.0, 10)]
-    assert names == ["all-at-once", "stagger", "stagger-tw", "headroom", "untracked", "ctguard-restart", "purge",
-                     "guard"]
+    assert names == ["all-at-once", "stagger", "stagger-tw", "headroom", "ctguard-restart", "purge", "guard",
+                     "untracked"]
     sel = check_scenarios(["untracked", "all-at-once"], 5.0, 8)
     assert [s.name for s in sel] == ["untracked", "all-at-once"]
     tw = check_scenarios(["stagger-tw"], 5.0, 8)[0]
     assert tw.time_wait == 8 and tw.gap == 10.0 and not tw.all_at_once
     with pytest.raises(BadInput):
         check_scenarios(["bogus"], 10.0, 10)
+
+
+def test_a_scenario_that_restarted_too_few_osds_is_not_met() -> None:
+    from ctguard.cli.lab import client_notes
+    from ctguard.lab.reproduce import restart_shortfall
+
+    assert restart_shortfall(4, 4) is None and restart_shortfall(5, 4) is None
+    why = restart_shortfall(0, 4)
+    assert why == "only 0 of the host's 4 OSDs restarted within the window"
+    doc = {"scenarios": [{"name": "ctguard-restart", "available": True, "met": False, "reason": why}]}
+    assert client_notes(doc) == [f"ctguard-restart: NOT met: {why}"]

@@ -250,9 +250,12 @@ def comparison_table(doc: dict[str, Any]) -> Table:
 
 
 def client_notes(doc: dict[str, Any]) -> list[str]:
-    """One sentence per scenario whose librados client was blocked, so nobody reads past it in the table."""
+    """One sentence per scenario whose librados client was blocked, so nobody reads past it in the table; and
+    why a scenario that ran did not meet its expectation when the table's figures cannot say it."""
     out = []
     for s in doc["scenarios"]:
+        if s.get("available") and s.get("met") is False and s.get("reason"):
+            out.append(f"{s['name']}: NOT met: {s['reason']}")
         blocked = s.get("client_blocked_s")
         if not s.get("available") or not blocked or blocked < 1.0:
             continue

@@ -80,11 +80,24 @@ def scenarios(gap: float = 10.0, short_tw: int = 10) -> list[Scenario]:
         Scenario("stagger-tw", f"one by one, {short_tw + 2} s apart, TIME_WAIT {short_tw} s", all_at_once=False,
                  gap=float(short_tw + 2), time_wait=short_tw),
         Scenario("headroom", "all at once, free entries = 2x burst", headroom=2.0, expect="no-drops"),
-        Scenario("untracked", "all at once, Ceph ports untracked", untracked=True, expect="no-drops"),
         Scenario("ctguard-restart", "ctguard restart", ctguard_restart=True, expect="no-drops"),
         Scenario("purge", "all at once, purge at the first drop", purge=True, expect="overflow<1s"),
         Scenario("guard", "all at once, ctguard guard --preempt", guard=True, expect=GUARD_EXPECT),
+        # Last: when the notrack rules go again, every live Ceph connection is picked up mid-stream as a new
+        # entry, some of them stuck behind the policy drop, and the next scenario started from ~1.5-1.8x the
+        # baseline in every recorded run (289-365 entries instead of ~190). A run of the full list keeps the
+        # other scenarios' starting points clean by ending with it.
+        Scenario("untracked", "all at once, Ceph ports untracked", untracked=True, expect="no-drops"),
     ]
+
+
+def restart_shortfall(restarted: int, osds: int) -> str | None:
+    """Why a scenario cannot count as met although its figures look fine: "no drops" from a restart that never
+    happened is no result (seen: a `ctguard restart` that waited out the whole window for headroom restarted
+    nothing, dropped nothing, and the table said yes)."""
+    if restarted >= osds:
+        return None
+    return f"only {restarted} of the host's {osds} OSDs restarted within the window"
 
 
 MEASURE = Scenario("measure", "all at once, no filler (baseline and burst)", headroom=None)
@@ -549,6 +562,9 @@ class Reproducer:
             # the guard must have run (its events are in the series), not just a lucky GC pass
             ran = any(r["kind"] == "guard" and r.get("event") == "start" for r in records)
             res.met = ran and res.drops == 0 and res.osds_marked_down == 0
+        short = restart_shortfall(res.restarted, len(self.lab.osd_ids(self.host)))
+        if res.met is not None and short:
+            res.met, res.reason = False, short
         self._faults = faults
         self._cev = cev
 
