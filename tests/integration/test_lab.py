@@ -76,6 +76,11 @@ def test_small_lab_reproduces_and_the_untracked_fix_holds(lab_prefix: tuple[str,
     doc = rep.run(check_scenarios(["all-at-once", "untracked"], 10.0, 10))
     by = {s["name"]: s for s in doc["scenarios"]}
     assert doc["burst"] > 0 and doc["baseline"] > 0
+    # run.json records the shape: 2 hosts -> size 2, fewer than 8 OSDs -> 32 PGs (32 x 2 / 4 = 16 per OSD)
+    assert {k: doc["lab"][k] for k in ("hosts", "osds_per_host", "pool_size", "pg_num", "pg_replicas_per_osd",
+                                       "clients", "client_rate", "store")} == \
+        {"hosts": 2, "osds_per_host": 2, "pool_size": 2, "pg_num": 32, "pg_replicas_per_osd": 16.0, "clients": 1,
+         "client_rate": 40.0, "store": "memstore"}
     assert by["measure"]["drops"] == 0
     if by["all-at-once"]["drops"] == 0:
         # The GC worker's early-drop mode is global: another namespace's overflow on this machine can make its
