@@ -238,3 +238,26 @@ def test_heavy_lock_is_the_flock_of_flock1(tmp_path: object) -> None:
         assert busy.returncode == 1  # held: flock(1) cannot take it
     free = subprocess.run(["flock", "-n", path, "true"], check=False)
     assert free.returncode == 0
+
+
+def test_cli_list_and_a_recorded_shape_runs_nothing(tmp_path: object) -> None:
+    out = str(tmp_path)
+    sid = "3x5-s3-pg128-c1"
+    with open(sw.shape_file(out, sid), "w") as f:
+        for sc in sw.SCENARIO_NAMES:
+            f.write(json.dumps(_record(sc)) + "\n")
+    listed = _ctguard("lab", "sweep", "--list", "--json", "--out", out)
+    assert listed.returncode == 0, listed.stderr
+    doc = json.loads(listed.stdout)
+    assert doc["schema"] == 1
+    done = {s["id"]: s["done"] for s in doc["shapes"]}
+    assert done[sid] is True and done["2x2-s2-pg64-c1"] is False and len(done) == len(sw.SHAPES)
+    # everything asked is recorded: nothing is brought up (no root needed), the figures come from the file
+    again = _ctguard("lab", "sweep", "--shape", sid, "--out", out, "--json")
+    assert again.returncode == 0, again.stderr
+    shapes = json.loads(again.stdout)["shapes"]
+    assert [(s["id"], s["status"]) for s in shapes] == [(sid, "skipped")]
+    assert {s["scenario"]: s["drops"] for s in shapes[0]["scenarios"]} == \
+        {"measure": 0, "one-by-one": 0, "all-at-once": 9}
+    table = _ctguard("lab", "sweep", "--shape", sid, "--out", out)
+    assert table.returncode == 0 and sid in table.stdout and "230 (2.30x)" in table.stdout, table.stdout
