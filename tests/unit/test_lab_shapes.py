@@ -132,6 +132,7 @@ def test_default_set_covers_the_issue() -> None:
     assert min(per_osd) <= 30 and max(per_osd) >= 150
     assert {s.clients for s in shapes} >= {1, 10, 40}
     assert {s.client_rate for s in shapes if s.clients > 1} >= {sw.LIGHT_RATE, cfg.DEFAULT_CLIENT_RATE}
+    assert {s.store for s in shapes} == set(cfg.STORES)
     assert all(s.hosts * s.osds_per_host <= 24 for s in shapes)
 
 

@@ -97,8 +97,9 @@ def parse_shape(text: str) -> Shape:
 
 
 # The default set: hosts 2-6, OSDs per host 2-6, pool size 2 and 3, ~10 to ~170 PG replicas per OSD, 1, 10 and
-# 40 clients, light (3 ops/s each) and busy (40 ops/s each); at most 20 OSDs (a 2-core machine). The first
-# three are the shapes of issue 14's report (3x5 s3 128 PGs; 4x3 s2 64 PGs, with 1 and with 40 clients).
+# 40 clients, light (3 ops/s each) and busy (40 ops/s each), memstore and BlueStore; at most 24 OSDs (a 2-core
+# machine). The first three are the shapes of issue 14's report (3x5 s3 128 PGs; 4x3 s2 64 PGs, with 1 and
+# with 40 clients).
 SHAPES: tuple[Shape, ...] = (
     Shape(3, 5, 3, 128, 1),                              # 25.6 PG replicas per OSD
     Shape(4, 3, 2, 64, 1),                               # 10.7
@@ -108,6 +109,13 @@ SHAPES: tuple[Shape, ...] = (
     Shape(6, 2, 3, 128, 10, LIGHT_RATE),                 # 32, six hosts, 10 light clients
     Shape(2, 6, 2, 1024, 1),                             # 170.7, six OSDs per host
     Shape(5, 4, 3, 256, 1),                              # 38.4, 20 OSDs
+    # more points between and around them
+    Shape(3, 4, 3, 64, 1),                               # 16, the default lab (data/lab/<run id>/)
+    Shape(3, 3, 2, 128, 1, store="bluestore"),           # 28.4 on BlueStore
+    Shape(4, 6, 3, 512, 1),                              # 64, 24 OSDs
+    Shape(2, 4, 2, 256, 40, LIGHT_RATE),                 # 64, 40 light clients on two hosts
+    Shape(6, 3, 3, 512, 1),                              # 85.3, 18 OSDs
+    Shape(5, 2, 3, 32, 10),                              # 9.6, 10 busy clients
 )
 
 
