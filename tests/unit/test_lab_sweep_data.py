@@ -1,4 +1,5 @@
-"""The recorded sweep (data/lab/sweep/*.jsonl) follows the contract the model's calibration codes against."""
+"""The recorded sweep (data/lab/sweep/*.jsonl, and the repeated shapes in data/lab/sweep/repeat/) follows the
+contract the model's calibration codes against, and covers the shapes issue 14 asks for."""
 
 from __future__ import annotations
 
@@ -11,15 +12,25 @@ import pytest
 from ctguard.lab import sweep as sw
 
 DATA = os.path.join(os.path.dirname(__file__), "..", "..", "data", "lab", "sweep")
-FILES = sorted(glob.glob(os.path.join(DATA, "*.jsonl")))
+SHAPE_FILES = sorted(glob.glob(os.path.join(DATA, "*.jsonl")))
+FILES = SHAPE_FILES + sorted(glob.glob(os.path.join(DATA, "repeat", "*.jsonl")))
 
 
 def _all() -> list[tuple[str, dict[str, Any]]]:
     return [(os.path.basename(f), r) for f in FILES for r in sw.read_records(f)]
 
 
-def test_there_is_a_recorded_sweep() -> None:
-    assert FILES, f"no sweep recorded under {DATA}"
+def test_the_recorded_sweep_covers_the_issue() -> None:
+    shapes = [sw.read_records(f)[0]["shape"] for f in SHAPE_FILES]
+    assert len(shapes) >= 8, f"{len(shapes)} shapes recorded under {DATA}"
+    assert {s["hosts"] for s in shapes} >= {2, 3, 4, 5, 6}
+    assert {s["osds_per_host"] for s in shapes} >= {2, 3, 4, 5, 6}
+    assert {s["pool_size"] for s in shapes} >= {2, 3}
+    per_osd = [s["pg_replicas_per_osd"] for s in shapes]
+    assert min(per_osd) <= 30 and max(per_osd) >= 150
+    assert {s["clients"] for s in shapes} >= {1, 10, 40}
+    many = [s for s in shapes if s["clients"] >= 10]
+    assert {s["client_rate"] <= 5 for s in many} == {True, False}  # light and busy
 
 
 @pytest.mark.parametrize("path", FILES, ids=os.path.basename)
