@@ -116,6 +116,8 @@ SHAPES: tuple[Shape, ...] = (
     Shape(2, 4, 2, 256, 40, LIGHT_RATE),                 # 64, 40 light clients on two hosts
     Shape(6, 3, 3, 512, 1),                              # 85.3, 18 OSDs
     Shape(5, 2, 3, 32, 10),                              # 9.6, 10 busy clients
+    Shape(3, 6, 3, 256, 1),                              # 42.7, six OSDs per host, size 3
+    Shape(4, 4, 2, 512, 10, LIGHT_RATE),                 # 64, 10 light clients, size 2
 )
 
 
