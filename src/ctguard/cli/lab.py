@@ -322,7 +322,8 @@ def sweep_table(runs: list[dict[str, Any]]) -> Table:
 @click.option("--shape", "shape_ids", multiple=True, metavar="ID",
               help="Run these shapes (repeatable), e.g. 3x5-s3-pg128-c1 or 4x3-s2-pg64-c40-r3 "
               "(HOSTSxOSDS-sSIZE-pgPGS-cCLIENTS[-rOPS_PER_S][-bluestore]); default: the built-in set.")
-@click.option("--out", "out_dir", default="data/lab/sweep", show_default=True, metavar="DIR")
+@click.option("--out", "out_dir", default="data/lab/sweep", show_default=True, metavar="DIR",
+              help="Where the records go: DIR/<shape id>.jsonl, one file per shape.")
 @click.option("--force", is_flag=True, help="Record shapes again even if OUT already has them.")
 @click.option("--list", "list_only", is_flag=True, help="List the shapes and whether each is recorded; run nothing.")
 @click.option("--max-window", type=float, default=150.0, show_default=True,
