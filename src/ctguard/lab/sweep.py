@@ -118,6 +118,12 @@ SHAPES: tuple[Shape, ...] = (
     Shape(5, 2, 3, 32, 10),                              # 9.6, 10 busy clients
     Shape(3, 6, 3, 256, 1),                              # 42.7, six OSDs per host, size 3
     Shape(4, 4, 2, 512, 10, LIGHT_RATE),                 # 64, 10 light clients, size 2
+    Shape(5, 3, 2, 128, 1),                              # 17.1
+    Shape(3, 2, 3, 256, 40, LIGHT_RATE),                 # 128, 40 light clients, size 3
+    Shape(4, 5, 2, 1024, 1),                             # 102.4, 20 OSDs
+    Shape(2, 5, 2, 64, 10),                              # 12.8, 10 busy clients
+    Shape(3, 3, 3, 128, 40, 10.0),                       # 42.7, 40 clients at 10 ops/s
+    Shape(6, 4, 3, 256, 1),                              # 32, 24 OSDs on six hosts
 )
 
 
