@@ -122,8 +122,6 @@ SHAPES: tuple[Shape, ...] = (
     Shape(3, 2, 3, 256, 40, LIGHT_RATE),                 # 128, 40 light clients, size 3
     Shape(4, 5, 2, 1024, 1),                             # 102.4, 20 OSDs
     Shape(2, 5, 2, 64, 10),                              # 12.8, 10 busy clients
-    Shape(3, 3, 3, 128, 40, 10.0),                       # 42.7, 40 clients at 10 ops/s
-    Shape(6, 4, 3, 256, 1),                              # 32, 24 OSDs on six hosts
 )
 
 
