@@ -76,6 +76,11 @@ def test_small_lab_reproduces_and_the_untracked_fix_holds(lab_prefix: tuple[str,
     doc = rep.run(check_scenarios(["all-at-once", "untracked"], 10.0, 10))
     by = {s["name"]: s for s in doc["scenarios"]}
     assert doc["burst"] > 0 and doc["baseline"] > 0
+    # run.json records the shape: 2 hosts -> size 2, fewer than 8 OSDs -> 32 PGs (32 x 2 / 4 = 16 per OSD)
+    assert {k: doc["lab"][k] for k in ("hosts", "osds_per_host", "pool_size", "pg_num", "pg_replicas_per_osd",
+                                       "clients", "client_rate", "store")} == \
+        {"hosts": 2, "osds_per_host": 2, "pool_size": 2, "pg_num": 32, "pg_replicas_per_osd": 16.0, "clients": 1,
+         "client_rate": 40.0, "store": "memstore"}
     assert by["measure"]["drops"] == 0
     if by["all-at-once"]["drops"] == 0:
         # The GC worker's early-drop mode is global: another namespace's overflow on this machine can make its
@@ -136,3 +141,27 @@ def test_down_after_up_killed_half_way(lab_prefix: tuple[str, str]) -> None:
     assert res.left == [] and res.killed
     _assert_nothing_left(prefix, base)
     assert down(prefix, base).killed == []  # idempotent
+
+
+def test_a_bluestore_shape_is_what_was_asked(lab_prefix: tuple[str, str]) -> None:
+    """`lab up` builds the asked shape (pool size, pg_num, clients at their rate) on BlueStore over sparse
+    files in the lab dir, records it, and survives an all-at-once restart of a host."""
+    prefix, base = lab_prefix
+    spec = cfg.LabSpec(prefix=prefix, hosts=2, osds_per_host=1, store="bluestore", size=2, pgs=16, clients=2,
+                       client_rate=5, base_dir=base)
+    lab = up(spec)
+    pool = {p["pool_name"]: p for p in lab.ceph_json(["osd", "pool", "ls", "detail"])}[cfg.POOL]
+    assert (pool["size"], pool["min_size"], pool["pg_num"]) == (2, 1, 16)
+    meta = lab.ceph_json(["osd", "metadata", "0"])
+    assert meta["osd_objectstore"] == "bluestore"
+    block = os.path.join(lab.dir, "osd", "ceph-0", "block")
+    assert os.stat(block).st_size == 4 << 30 and os.stat(block).st_blocks * 512 < 1 << 30  # sparse
+    assert Lab.load(prefix, base).state.shape == spec.shape() and spec.shape()["pg_replicas_per_osd"] == 16.0
+    time.sleep(3)
+    for c in range(2):
+        with open(os.path.join(lab.dir, "log", f"client.{c}.jsonl")) as f:
+            ops = [json.loads(line)["ops"] for line in f][1:]  # the first second is partial
+        assert ops and max(ops) <= 6, ops  # 5 ops/s, not the default 40
+    lab.restart_osds(f"{prefix}-h1", all_at_once=True)
+    r = lab.wait_ready(120, allow_flags=True)
+    assert r.clean_pgs == r.num_pgs == r.expected_pgs and r.osds_up == 2

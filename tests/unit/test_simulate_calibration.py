@@ -28,7 +28,9 @@ def _cases() -> list[tuple[str, str]]:
         for path in sorted(glob.glob(os.path.join(run_dir, "*.jsonl"))):
             with open(path, encoding="utf-8") as f:
                 first = f.readline()
-            if first.strip() and calibrate.applicable(json.loads(first)):
+            # a run's series starts with its meta record; data/lab/sweep/ holds the sweep's summary lines
+            meta = json.loads(first) if first.strip() else {}
+            if meta.get("kind") == "meta" and calibrate.applicable(meta):
                 out.append((os.path.basename(run_dir), path))
     return out
 

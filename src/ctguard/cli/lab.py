@@ -54,14 +54,24 @@ def lab() -> None:
 @click.option("--osds-per-host", default=4, show_default=True)
 @click.option("--store", type=click.Choice(cfg.STORES), default="memstore", show_default=True)
 @click.option("--clients", default=1, show_default=True, help="librados client processes (a steady trickle).")
+@click.option("--client-rate", type=float, default=cfg.DEFAULT_CLIENT_RATE, show_default=True, metavar="R",
+              help="Operations per second of each client (4 KiB writes and reads).")
+@click.option("--pool-size", type=int, default=None, metavar="N",
+              help="Replicas of the lab's pool (default: 3, or the number of hosts if fewer).")
+@click.option("--pg-num", type=int, default=None, metavar="N", help="PGs of the lab's pool (a power of two).")
+@click.option("--pgs-per-osd", type=float, default=None, metavar="N",
+              help="PG replicas per OSD instead of --pg-num: pg_num = the power of two nearest to "
+              "N x OSDs / pool size.")
 @json_option
 @handle_errors
 def up(prefix: str, base_dir: str | None, hosts: int, osds_per_host: int, store: str, clients: int,
+       client_rate: float, pool_size: int | None, pg_num: int | None, pgs_per_osd: float | None,
        as_json: bool) -> None:
     from ctguard.lab.cluster import up as lab_up
 
     spec = cfg.LabSpec(prefix=prefix, hosts=hosts, osds_per_host=osds_per_host, store=store, clients=clients,
-                       base_dir=base_dir)
+                       base_dir=base_dir, size=pool_size, pgs=pg_num, pgs_per_osd=pgs_per_osd,
+                       client_rate=client_rate)
     try:
         lab_obj = lab_up(spec, progress=_progress(as_json))
     except BaseException as e:
@@ -70,13 +80,15 @@ def up(prefix: str, base_dir: str | None, hosts: int, osds_per_host: int, store:
                        f"(logs in {spec.dir}/log)")
         raise
     st = lab_obj.state
-    doc = {"prefix": st.prefix, "dir": st.dir, "conf": st.conf, "hosts": [
+    doc = {"prefix": st.prefix, "dir": st.dir, "conf": st.conf, "shape": st.shape, "hosts": [
         {"host": h.name, "ip": h.ip, "osds": h.osds} for h in st.hosts], "timings": st.timings}
     if as_json:
         print_json(doc, SCHEMA)
     else:
         _out.print(f"lab [bold]{prefix}[/bold] up in {st.timings.get('ready', 0):.1f} s: "
-                   f"{len(st.hosts)} hosts x {osds_per_host} OSDs ({store}), {clients} client(s); "
+                   f"{len(st.hosts)} hosts x {osds_per_host} OSDs ({store}), pool size {spec.pool_size}, "
+                   f"pg_num {spec.pg_num} ({spec.pg_replicas_per_osd:g} PG replicas per OSD), "
+                   f"{clients} client(s) at {client_rate:g} ops/s; "
                    f"ceph CLI: ctguard lab ceph --prefix {prefix} -- -s")
 
 
@@ -330,6 +342,79 @@ def reproduce(prefix: str, base_dir: str | None, host: str | None, names: tuple[
             _out.print(line)
         _out.print(f"series and plots: {', '.join(os.path.join(d, doc['run_id']) for d in dirs)}")
     if any(s["met"] is False for s in doc["scenarios"]):
+        sys.exit(int(Exit.CRIT))
+
+
+def sweep_table(runs: list[dict[str, Any]]) -> Table:
+    t = Table(title="lab sweep: host 1 of each shape (entries, filler excluded)", title_justify="left")
+    for col in ("shape", "status", "wall s", "baseline", "measure peak", "one-by-one peak", "free",
+                "all-at-once peak", "drops", "marked down"):
+        t.add_column(col, justify="left" if col in ("shape", "status") else "right")
+    for r in runs:
+        by = {s["scenario"]: s for s in r["scenarios"]}
+        m, o, a = by.get("measure", {}), by.get("one-by-one", {}), by.get("all-at-once", {})
+        ratio = f" ({m['peak'] / m['baseline']:.2f}x)" if m.get("baseline") else ""
+        t.add_row(r["id"], r["status"] if not r["error"] else f"{r['status']}: {r['error']}", _fmt(r["wall_s"]),
+                  _fmt(m.get("baseline")), f"{_fmt(m.get('peak'))}{ratio}", _fmt(o.get("peak")),
+                  _fmt(a.get("free")), _fmt(a.get("peak")), _fmt(a.get("drops")), _fmt(a.get("osds_marked_down")))
+    return t
+
+
+@lab.command(help="Measure the restart burst across lab shapes: for each shape bring a lab up, restart the "
+             "OSDs of its first host all at once (measure), one at a time (5 s apart) and all at once with the "
+             "table squeezed to half the burst (under /tmp/ctguard-heavy.lock), take it down, and write one "
+             "JSON line per scenario to OUT/<shape id>.jsonl. Shapes already recorded there are skipped, so a "
+             "sweep split into parts resumes.\n\n"
+             "Exit 0 when every shape was recorded or skipped, 2 when one failed.\n\n" + EXIT_CODES_HELP)
+@click.option("--dir", "base_dir", default=None, metavar="DIR",
+              help=f"Parent of the lab directory (default {cfg.DEFAULT_BASE}).")
+@click.option("--prefix", default="sw", show_default=True, help="Name of the sweep's labs (one at a time).")
+@click.option("--shape", "shape_ids", multiple=True, metavar="ID",
+              help="Run these shapes (repeatable), e.g. 3x5-s3-pg128-c1 or 4x3-s2-pg64-c40-r3 "
+              "(HOSTSxOSDS-sSIZE-pgPGS-cCLIENTS[-rOPS_PER_S][-bluestore]); default: the built-in set.")
+@click.option("--out", "out_dir", default="data/lab/sweep", show_default=True, metavar="DIR",
+              help="Where the records go: DIR/<shape id>.jsonl, one file per shape.")
+@click.option("--force", is_flag=True, help="Record shapes again even if OUT already has them.")
+@click.option("--list", "list_only", is_flag=True, help="List the shapes and whether each is recorded; run nothing.")
+@click.option("--max-window", type=float, default=150.0, show_default=True,
+              help="Longest observation per scenario, seconds.")
+@json_option
+@handle_errors
+def sweep(base_dir: str | None, prefix: str, shape_ids: tuple[str, ...], out_dir: str, force: bool,
+          list_only: bool, max_window: float, as_json: bool) -> None:
+    from ctguard.lab import sweep as sw
+
+    cfg.check_prefix(prefix)
+    if max_window < 10:
+        raise BadInput("--max-window must be >= 10")
+    shapes = sw.select(shape_ids)
+    if list_only:
+        doc: dict[str, Any] = {"out": out_dir, "shapes": [
+            {**s.to_json(), "recorded": sorted(sw.recorded(out_dir, s.id)), "done": sw.is_done(out_dir, s.id)}
+            for s in shapes]}
+        if as_json:
+            print_json(doc, SCHEMA)
+        else:
+            for s in doc["shapes"]:
+                _out.print(f"{s['id']:28s} {s['pg_replicas_per_osd']:6g} PG replicas/OSD  "
+                           f"{'recorded' if s['done'] else 'to do'}")
+        return
+
+    def on_term(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # like Ctrl-C: the lab is put back and taken down
+
+    old = signal.signal(signal.SIGTERM, on_term)
+    try:
+        runs = sw.sweep(shapes, out_dir, prefix, base_dir, resume=not force, progress=_progress(as_json),
+                        max_window=max_window)
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    doc = {"out": out_dir, "shapes": [r.summary() for r in runs]}
+    if as_json:
+        print_json(doc, SCHEMA)
+    else:
+        _out.print(sweep_table(doc["shapes"]))
+    if any(r.status == "failed" for r in runs):
         sys.exit(int(Exit.CRIT))
 
 

@@ -336,7 +336,7 @@ def up(spec: cfg.LabSpec, progress: Progress = _noop, ready_timeout: float = 180
     st = LabState(prefix=spec.prefix, dir=d, conf=spec.conf, store=spec.store, fsid=str(uuid.uuid4()),
                   created=rfc3339(), sw_ns=spec.sw_ns, mon_ns=spec.mon_ns, client_ns=spec.client_ns,
                   sink_ns=spec.sink_ns, namespaces=list(spec.namespaces), pool=cfg.POOL, clients=spec.clients,
-                  hosts=[HostState(h, cfg.host_ip(i), cfg.fill_src(i)) for i, h in enumerate(spec.host_names, 1)])
+                  shape=spec.shape(), hosts=[HostState(h, cfg.host_ip(i), cfg.fill_src(i)) for i, h in enumerate(spec.host_names, 1)])
     st.save()
     lab = Lab(st)
 
@@ -415,7 +415,10 @@ def up(spec: cfg.LabSpec, progress: Progress = _noop, ready_timeout: float = 180
     st.save()
     mark("osd_ids", osds=len(uuids))
     # the pool now, so PGs are created while the OSDs boot
-    lab.ceph(["osd", "pool", "create", cfg.POOL, str(spec.pg_num), str(spec.pg_num)], check=True)
+    lab.ceph(["osd", "pool", "create", cfg.POOL, str(spec.pg_num), str(spec.pg_num), "replicated"], check=True)
+    # the conf's defaults already say so; set explicitly so the pool is the asked shape whatever the defaults
+    lab.ceph(["osd", "pool", "set", cfg.POOL, "size", str(spec.pool_size), "--yes-i-really-mean-it"], check=True)
+    lab.ceph(["osd", "pool", "set", cfg.POOL, "min_size", str(spec.min_size)], check=True)
     lab.ceph(["osd", "pool", "application", "enable", cfg.POOL, "rados"], check=True)
 
     errors: list[str] = []
@@ -441,23 +444,24 @@ def up(spec: cfg.LabSpec, progress: Progress = _noop, ready_timeout: float = 180
         raise CommandFailed(errors[0])
     mark("osds_started")
 
-    start_clients(lab, spec.clients)
-    mark("clients", clients=spec.clients)
-    r = lab.wait_ready(ready_timeout, progress=progress)
+    start_clients(lab, spec.clients, spec.client_rate)
+    mark("clients", clients=spec.clients, rate=spec.client_rate)
+    # peering many PGs on a 2-core machine takes longer: a minute more per 1,000 PG replicas
+    r = lab.wait_ready(ready_timeout + 60 * spec.pg_num * spec.pool_size / 1000, progress=progress)
     mgrmod.start(lab, progress)  # an exporter per host; the module enabled and reading every host
     st.phase = "up"
     mark("ready", pgs=r.num_pgs, osds=r.osds)
     return lab
 
 
-def start_clients(lab: Lab, n: int) -> None:
+def start_clients(lab: Lab, n: int, rate: float = cfg.DEFAULT_CLIENT_RATE) -> None:
     st = lab.state
     for c in range(n):
         log = os.path.join(lab.dir, "log", f"client.{c}.jsonl")
         st.daemons[f"client.{c}"] = procs.spawn(
             st.client_ns, st.client_ns,
             [SYSTEM_PYTHON, WORKLOAD, "--conf", lab.conf, "--pool", st.pool or cfg.POOL, "--name", str(c),
-             "--log", log],
+             "--log", log, "--rate", f"{rate:g}"],
             os.path.join(lab.dir, "log", f"client.{c}.out"))
     st.save()
 

@@ -10,9 +10,11 @@ shared/reference/ceph-lab.md (its pitfalls 1-8 are each answered by a line below
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from ctguard.errors import BadInput
 
@@ -29,6 +31,11 @@ OSD_PORTS = (6800, 7568)
 EXPORTER_PORT = 9477
 STORES = ("memstore", "bluestore")
 POOL = "labpool"
+DEFAULT_CLIENT_RATE = 40.0  # ops/s of one librados client (workload.py's default)
+MAX_CLIENTS = 64
+MAX_PG_NUM = 4096
+# `mon max pg per osd` below: the mon refuses a pool that would put more PG replicas on an OSD
+MON_MAX_PG_PER_OSD = 1000
 
 _PREFIX_RE = re.compile(r"^[a-z][a-z0-9]{0,11}$")
 
@@ -61,14 +68,30 @@ def fill_gw(i: int) -> str:
     return f"198.18.{100 + i}.2"
 
 
+def pg_num_for(pgs_per_osd: float, osds: int, pool_size: int) -> int:
+    """The power-of-two pg_num whose PG replicas per OSD (pg_num x size / OSDs) come nearest to `pgs_per_osd`
+    (nearest on a log scale, as the autoscaler rounds; Pacific warns POOL_PG_NUM_NOT_POWER_OF_TWO otherwise)."""
+    if pgs_per_osd <= 0 or osds < 1 or pool_size < 1:
+        raise BadInput(f"--pgs-per-osd must be > 0, not {pgs_per_osd:g}")
+    exact = pgs_per_osd * osds / pool_size
+    return int(min(MAX_PG_NUM, max(1, 2 ** round(math.log2(max(1.0, exact))))))
+
+
 @dataclass(frozen=True)
 class LabSpec:
+    """A lab's shape. `size`, `pgs` and `pgs_per_osd` are what the user asked for (None: the default);
+    `pool_size` and `pg_num` are what the lab creates."""
+
     prefix: str = DEFAULT_PREFIX
     hosts: int = 3
     osds_per_host: int = 4
     store: str = "memstore"
     clients: int = 1
     base_dir: str | None = None
+    size: int | None = None  # --pool-size (default: min(3, hosts))
+    pgs: int | None = None  # --pg-num
+    pgs_per_osd: float | None = None  # --pgs-per-osd: PG replicas per OSD, turned into a power-of-two pg_num
+    client_rate: float = DEFAULT_CLIENT_RATE  # --client-rate: ops/s of each client
 
     def __post_init__(self) -> None:
         check_prefix(self.prefix)
@@ -78,8 +101,26 @@ class LabSpec:
             raise BadInput(f"--osds-per-host must be 1..12, not {self.osds_per_host}")
         if self.store not in STORES:
             raise BadInput(f"--store must be one of {', '.join(STORES)}, not {self.store!r}")
-        if not 0 <= self.clients <= 8:
-            raise BadInput(f"--clients must be 0..8, not {self.clients}")
+        if not 0 <= self.clients <= MAX_CLIENTS:
+            raise BadInput(f"--clients must be 0..{MAX_CLIENTS}, not {self.clients}")
+        if not 0 < self.client_rate <= 1000:
+            raise BadInput(f"--client-rate must be > 0 and <= 1000 ops/s, not {self.client_rate:g}")
+        if self.size is not None and not 1 <= self.size <= min(self.hosts, 10):
+            # CRUSH places each copy on another host (chooseleaf type 1): more copies than hosts never go clean
+            raise BadInput(f"--pool-size must be 1..{min(self.hosts, 10)} (at most one copy per host, "
+                           f"{self.hosts} hosts), not {self.size}")
+        if self.pgs is not None and self.pgs_per_osd is not None:
+            raise BadInput("give --pg-num or --pgs-per-osd, not both")
+        if self.pgs is not None and not (1 <= self.pgs <= MAX_PG_NUM and self.pgs & (self.pgs - 1) == 0):
+            raise BadInput(f"--pg-num must be a power of two in 1..{MAX_PG_NUM} (Pacific warns "
+                           f"POOL_PG_NUM_NOT_POWER_OF_TWO otherwise), not {self.pgs}")
+        if self.pgs_per_osd is not None and self.pgs_per_osd <= 0:
+            raise BadInput(f"--pgs-per-osd must be > 0, not {self.pgs_per_osd:g}")
+        # the lab's pool plus the mgr's one-PG device_health_metrics pool
+        per_osd = (self.pg_num + 1) * self.pool_size / self.osds
+        if per_osd > MON_MAX_PG_PER_OSD:
+            raise BadInput(f"{self.pg_num} PGs x size {self.pool_size} on {self.osds} OSDs is {per_osd:.0f} PG "
+                           f"replicas per OSD, more than the lab's mon max pg per osd ({MON_MAX_PG_PER_OSD})")
 
     @property
     def dir(self) -> str:
@@ -115,20 +156,44 @@ class LabSpec:
         return [self.sw_ns, self.mon_ns, self.client_ns, self.sink_ns, *self.host_names]
 
     @property
+    def osds(self) -> int:
+        return self.hosts * self.osds_per_host
+
+    @property
     def pool_size(self) -> int:
+        if self.size is not None:
+            return self.size
         # replication across hosts (chooseleaf type 1): never more copies than hosts
         return min(3, self.hosts)
 
     @property
+    def min_size(self) -> int:
+        return 2 if self.pool_size >= 3 else 1
+
+    @property
     def pg_num(self) -> int:
-        n = self.hosts * self.osds_per_host
-        return 64 if n >= 8 else 32
+        if self.pgs is not None:
+            return self.pgs
+        if self.pgs_per_osd is not None:
+            return pg_num_for(self.pgs_per_osd, self.osds, self.pool_size)
+        return 64 if self.osds >= 8 else 32
+
+    @property
+    def pg_replicas_per_osd(self) -> float:
+        """PG replicas of the lab's pool per OSD: pg_num x size / OSDs (what `ceph osd df` shows as PGS)."""
+        return round(self.pg_num * self.pool_size / self.osds, 1)
+
+    def shape(self) -> dict[str, Any]:
+        """The shape as recorded in state.json, run.json and the sweep's records."""
+        return {"hosts": self.hosts, "osds_per_host": self.osds_per_host, "pool_size": self.pool_size,
+                "pg_num": self.pg_num, "pg_replicas_per_osd": self.pg_replicas_per_osd, "clients": self.clients,
+                "client_rate": self.client_rate, "store": self.store}
 
 
 def ceph_conf(spec: LabSpec, fsid: str) -> str:
     d = spec.dir
     size = spec.pool_size
-    min_size = 2 if size >= 3 else 1
+    min_size = spec.min_size
     store = (
         "osd objectstore = memstore\n"
         "memstore device bytes = 1073741824\n"
@@ -157,6 +222,8 @@ osd pool default min size = {min_size}
 osd pool default pg autoscale mode = off
 osd crush chooseleaf type = 1
 mon allow pool delete = true
+# --pool-size 1 is a shape a user may have
+mon allow pool size one = true
 mon warn on pool no redundancy = false
 # the root fs may be fuller than the default 30 % warn threshold on a shared machine
 mon data avail warn = 2

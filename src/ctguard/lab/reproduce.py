@@ -246,7 +246,8 @@ class Reproducer:
         return {
             "schema": SCHEMA,
             "run_id": self.run_id,
-            "lab": {"prefix": self.lab.prefix, "hosts": len(self.lab.hosts),
+            # the shape (pool size, pg_num, PG replicas per OSD, client rate too) from the lab's journal
+            "lab": {**self.lab.state.shape, "prefix": self.lab.prefix, "hosts": len(self.lab.hosts),
                     "osds_per_host": len(self.lab.osd_ids(self.host)), "store": self.lab.state.store,
                     "clients": self.lab.state.clients},
             "host": self.host,

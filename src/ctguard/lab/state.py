@@ -40,6 +40,9 @@ class LabState:
     pool: str = ""
     clients: int = 0
     timings: dict[str, float] = field(default_factory=dict)
+    # hosts, osds_per_host, pool_size, pg_num, pg_replicas_per_osd, clients, client_rate, store
+    # (LabSpec.shape(); empty in the journal of a lab made before shapes were recorded)
+    shape: dict[str, Any] = field(default_factory=dict)
 
     @property
     def path(self) -> str:
@@ -72,6 +75,7 @@ class LabState:
             "pool": self.pool,
             "clients": self.clients,
             "timings": dict(self.timings),
+            "shape": dict(self.shape),
         }
 
     @classmethod
@@ -89,6 +93,7 @@ class LabState:
                 daemons={str(k): int(v) for k, v in doc.get("daemons", {}).items()},
                 pool=str(doc.get("pool", "")), clients=int(doc.get("clients", 0)),
                 timings={str(k): float(v) for k, v in doc.get("timings", {}).items()},
+                shape=dict(doc.get("shape", {})),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise CannotRead(f"lab state: unexpected content ({e})") from e
