@@ -199,10 +199,26 @@ def test_cli_simulate_rolling_json(runner: CliRunner) -> None:
     assert events[-1]["event"] == "simulate.progress" and events[-1]["hosts_done"] == 4
 
 
+def test_cli_simulate_measured_below_formula_is_a_warning_not_a_refusal(runner: CliRunner) -> None:
+    # issue 14: a real 3 x 5 host held 266 entries, the formula says its OSDs need more among themselves
+    r = runner.invoke(cli, ["simulate", "--hosts", "3", "--osds-per-host", "5", "--conn-per-host", "266",
+                            "--pg-num", "128", "--pool-size", "3", "--no-chart"])
+    assert r.exit_code == 1, r.output
+    assert "scaled to the measurement" in r.output
+    r = runner.invoke(cli, ["simulate", "--hosts", "6", "--osds-per-host", "8", "--conn-per-host", "100",
+                            "--json"])
+    assert r.exit_code == 1, r.output
+    doc = json.loads(r.stdout)
+    assert doc["verdict"] == "WARN" and doc["host"]["source"] == "scaled"
+    assert doc["baseline_entries"] == 100  # the measurement, not the formula
+
+
 def test_cli_simulate_bad_flags_exit_3(runner: CliRunner) -> None:
-    r = runner.invoke(cli, ["simulate", "--hosts", "6", "--osds-per-host", "8", "--conn-per-host", "100"])
+    r = runner.invoke(cli, ["simulate", "--hosts", "2", "--osds-per-host", "3", "--pool-size", "3"])
     assert r.exit_code == 3
-    assert "fewer than the" in r.output
+    assert "cannot be placed" in r.output
+    r = runner.invoke(cli, ["simulate", "--ec", "four+2"])
+    assert r.exit_code == 3 and "erasure code" in r.output
 
 
 def test_plan_host_workload_is_the_hosts_count(runner: CliRunner, tmp_path: object) -> None:

@@ -93,6 +93,11 @@ def _render_status(st: _status.TableStatus) -> None:
         con.print(bt)
         if b.top_peers:
             con.print("top peers: " + ", ".join(f"{p.address} ({p.entries:,})" for p in b.top_peers[:5]))
+        if b.inventory is not None:
+            inv = b.inventory
+            con.print(f"connections by role: OSD->OSD out {inv.osd_out:,}, in {inv.osd_in:,}, local {inv.local:,}, "
+                      f"client {inv.client:,}, mon/mgr {inv.mon_mgr:,}, not Ceph {inv.other:,}, "
+                      f"closing {inv.transient:,} (what `simulate`/`plan --from-cluster` take)")
     for n in st.notes:
         con.print(f"[dim]note: {n}[/]")
 

@@ -19,11 +19,13 @@ import sys
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from itertools import compress
+from itertools import compress, repeat
+from operator import or_
 
 from ctguard.kernel.ctdump import ENTRY_LAYOUT, Batch, Columns, Entry, Layout
 from ctguard.kernel.nfnetlink import IPS_ASSURED, TCP_STATES
 from ctguard.kernel.sockets import Process, SocketTable
+from ctguard.model.inventory import Inventory, Key, classify_counts
 from ctguard.model.roles import MON, OSD, OTHER, ROLES, PortRoles
 
 PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 33: "dccp", 47: "gre", 58: "icmpv6", 132: "sctp", 136: "udplite"}
@@ -55,6 +57,9 @@ class Breakdown:
     by_daemon: tuple[DaemonEntries, ...] = ()
     unattributed: int = 0
     top_peers: tuple[Peer, ...] = ()
+    # the host's connections by role (OSD<->OSD out and in, client, mon/mgr, local, not Ceph): what
+    # `simulate`/`plan` take instead of a formula (model/inventory.py)
+    inventory: Inventory | None = None
 
     @property
     def ceph_daemon_entries(self) -> int:
@@ -106,6 +111,10 @@ class Accumulator:
         self._connected_int = {_ep_int(a, p): (a, p) for a, p in self._connected if len(a) == 4}
         self._listening_int = {_ep_int(a, p): (a, p) for a, p in self._listening if len(a) == 4}
         self._is_other = [r == OTHER for r in self._role_of]
+        self._code = [_CODE[r] for r in self._role_of]  # 0 not Ceph's, 1 mon, 2 OSD range
+        # Ceph entries by (src, dst, sport role, dport role, state): keys are address pairs of Ceph sessions
+        # (hosts x clients), never the not-Ceph entries' pairs, so memory stays bounded by the cluster's size
+        self.ceph_pairs: Counter[tuple[object, object, int, int, int]] = Counter()
         self.pss: Counter[tuple[int, int, int]] = Counter()
         self.roles: Counter[tuple[str, str]] = Counter()
         self.src_ep: Counter[tuple[bytes, int]] = Counter()
@@ -147,6 +156,12 @@ class Accumulator:
         dst = memoryview(c.column(3, 4)).cast("I")
         self.addr_ints.update(src)
         self.addr_ints.update(dst)
+        code = self._code.__getitem__
+        dcode, scode = list(map(code, dports)), list(map(code, sports))
+        states = c.column(11, 1) if c.proto == 6 else repeat(_ESTABLISHED)
+        # not strict: a non-TCP buffer's state is an endless repeat()
+        keys = zip(src, dst, scode, dcode, states, strict=False)
+        self.ceph_pairs.update(compress(keys, map(or_, dcode, scode)))
         if self._connected_int:
             self.src_ep_int.update(filter(self._connected_int.__contains__, _endpoints(c, 2, 4)))
         if self._listening_int:
@@ -162,6 +177,13 @@ class Accumulator:
         self.dst_ep.update(filter(self._listening.__contains__, map(layout.dst_ep, rows)))
         self.addrs.update(map(layout.src, rows))
         self.addrs.update(map(layout.dst, rows))
+        code = self._code.__getitem__
+        dcode = list(map(code, map(layout.dport, rows)))
+        scode = list(map(code, map(layout.sport, rows)))
+        states = [st if p == 6 else _ESTABLISHED for p, st in zip(map(layout.proto, rows),
+                                                                  map(layout.state, rows), strict=True)]
+        self.ceph_pairs.update(compress(zip(map(layout.src, rows), map(layout.dst, rows), scode, dcode, states,
+                                            strict=True), map(or_, dcode, scode)))
 
     def _top_peers(self) -> tuple[Peer, ...]:
         """Top remote addresses. IPv4 ones are counted as integers (the column path's keys; the row path's
@@ -208,6 +230,7 @@ class Accumulator:
             by_role[rd if rd != OTHER else rs] += n
         daemons, unattributed = self._owners()
         top = self._top_peers()
+        inventory = self._inventory(by_role[OTHER])
         return Breakdown(
             total=self.total,
             assured=assured,
@@ -217,7 +240,17 @@ class Accumulator:
             by_daemon=daemons,
             unattributed=unattributed,
             top_peers=top,
+            inventory=inventory,
         )
+
+    def _inventory(self, not_ceph: int) -> Inventory:
+        names = {0: OTHER, 1: MON, 2: OSD}
+        counts: Counter[Key] = Counter()
+        for (src, dst, sc, dc, st), n in self.ceph_pairs.items():
+            a, b = _addr_bytes(src), _addr_bytes(dst)
+            state = TCP_STATES[st] if isinstance(st, int) and 0 <= st < len(TCP_STATES) else f"STATE_{st}"
+            counts[(a, b, names[sc], names[dc], state)] += n
+        return classify_counts(counts, self.sockets.local_addrs, other=not_ceph)
 
     def _owners(self) -> tuple[tuple[DaemonEntries, ...], int]:
         """Entries per owning process. Loops run over sockets and endpoints, never over entries."""
@@ -247,6 +280,15 @@ def breakdown(batches: Iterable[Batch | Columns | list[Entry]], sockets: SocketT
     return acc.result()
 
 
+def _addr_bytes(a: object) -> bytes:
+    """An address as the column path (native-order integer) or the row path (bytes) counted it."""
+    if isinstance(a, int):
+        return a.to_bytes(4, sys.byteorder)
+    return bytes(a) if isinstance(a, bytes | bytearray | memoryview) else b""
+
+
+_CODE = {OTHER: 0, MON: 1, OSD: 2}
+_ESTABLISHED = TCP_STATES.index("ESTABLISHED")
 _ASSURED_BIT = bytes(1 if b & IPS_ASSURED else 0 for b in range(256))
 
 

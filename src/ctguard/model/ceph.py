@@ -21,9 +21,11 @@ inventory gives 184 for it (tested).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from ctguard.errors import BadInput
+from ctguard.model.inventory import Inventory
 
 HB_CONNS_PER_PAIR = 4  # front + back, each end initiates its own
 
@@ -84,6 +86,34 @@ class RestartBehaviour:
 
 
 @dataclass(frozen=True)
+class Formula:
+    """The constants of the shape -> inventory formula (what a host holds when nobody measured it).
+
+    The structure is Ceph's (module docstring); the constants are fitted across the lab sweep
+    (`calibrate.fit_formula`, data/lab/sweep/) and a unit test checks that these values are what the fit
+    gives, so they are never tuned by hand to one shape. Defaults are the theory: 4 entries per heartbeat
+    peer, 1 per PG peer, 4 per local pair, one mon and one mgr session per OSD, one session per client per
+    OSD of the host."""
+
+    hb_conns: float = 4.0  # entries per remote heartbeat peer of an OSD
+    peer_conns: float = 1.0  # entries per remote PG peer (cluster messenger session)
+    local_per_pair: float = 4.0  # entries per pair of neighbouring OSDs on the host
+    mon_mgr: float = 2.0  # entries per OSD: its mon and mgr sessions
+    client_osds: float = 1.0  # sessions of one client with one OSD of the host (share of OSDs it talks to)
+    # faults per op a client sends to a not-serving OSD (each fault: one more TIME_WAIT entry, the loop);
+    # with --client-rate, a session's loop runs at min(1/lossy_retry_s, rate per session x this)
+    fault_per_op: float = 1.0
+
+    def as_dict(self) -> dict[str, float]:
+        return {k: round(float(v), 4) for k, v in dataclasses.asdict(self).items()}
+
+
+# Fitted across the lab sweep by calibrate.fit_formula (least squares over every shape's measured inventory);
+# tests/unit/test_simulate_calibration.py refits and checks these numbers. Theory until the sweep is in.
+FITTED = Formula()
+
+
+@dataclass(frozen=True)
 class HostConns:
     """The connections of one host, per OSD (averages) — what its conntrack table holds in steady state."""
 
@@ -92,26 +122,31 @@ class HostConns:
     hb_remote: float  # heartbeat peers per OSD on other hosts
     hb_local_pairs: int  # heartbeat pairs between the host's own OSDs (next/previous OSD by id)
     clients: float  # lossy client sessions per OSD
-    mon: int = 1
-    mgr: int = 1
+    mon: float = 1
+    mgr: float = 1
     pgs_per_osd: float = 100.0
+    local_per_pair: float = HB_CONNS_PER_PAIR  # entries per local pair (measured: the host's local entries)
+    hb_conns: float = HB_CONNS_PER_PAIR  # entries per remote heartbeat peer
+    source: str = "formula"  # formula | measured | scaled (a measurement below the formula)
+    mesh_scale: float = 1.0  # measured mesh / the formula's (scaled: < 1)
+    note: str = ""  # what the model did with the measurement, said to the user
 
     @property
     def infra_per_osd(self) -> float:
         """Entries of one OSD's sessions with other hosts, without clients."""
-        return HB_CONNS_PER_PAIR * self.hb_remote + self.pg_peers + self.mon + self.mgr
+        return self.hb_conns * self.hb_remote + self.pg_peers + self.mon + self.mgr
 
     @property
     def osd_osd_per_osd(self) -> float:
-        return HB_CONNS_PER_PAIR * self.hb_remote + self.pg_peers
+        return self.hb_conns * self.hb_remote + self.pg_peers
 
     @property
     def per_osd(self) -> float:
         return self.infra_per_osd + self.clients
 
     @property
-    def local_conns(self) -> int:
-        return HB_CONNS_PER_PAIR * self.hb_local_pairs
+    def local_conns(self) -> float:
+        return self.local_per_pair * self.hb_local_pairs
 
     @property
     def baseline(self) -> float:
@@ -124,14 +159,17 @@ class HostConns:
         return {
             "osds": self.osds,
             "baseline_entries": round(self.baseline, 1),
+            "source": self.source,
+            "mesh_scale": round(self.mesh_scale, 3),
+            "note": self.note or None,
             "per_osd": {
-                "heartbeat": round(HB_CONNS_PER_PAIR * self.hb_remote, 1),
+                "heartbeat": round(self.hb_conns * self.hb_remote, 1),
                 "osd_peers": round(self.pg_peers, 1),
-                "mon": self.mon,
-                "mgr": self.mgr,
+                "mon": round(self.mon, 2),
+                "mgr": round(self.mgr, 2),
                 "clients": round(self.clients, 1),
             },
-            "local_osd_osd": self.local_conns,
+            "local_osd_osd": round(self.local_conns, 1),
         }
 
 
@@ -140,6 +178,31 @@ def distinct_peers(slots: float, candidates: int) -> float:
     if candidates <= 0:
         return 0.0
     return float(candidates * (1.0 - (1.0 - 1.0 / candidates) ** slots))
+
+
+def pool_width(size: int | None = None, ec: str | None = None) -> int:
+    """Replicas (or chunks) per PG: the pool size, or k+m of an erasure-coded pool ("4+2")."""
+    if ec is not None:
+        try:
+            k_s, m_s = str(ec).replace(",", "+").split("+", 1)
+            k, m = int(k_s), int(m_s)
+        except ValueError as e:
+            raise BadInput(f"bad erasure code {ec!r} (expected K+M, e.g. 4+2)") from e
+        if k < 1 or m < 0:
+            raise BadInput(f"bad erasure code {ec!r}: k >= 1 and m >= 0")
+        return k + m
+    return 3 if size is None else size
+
+
+def _mesh(hosts: int, osds_per_host: int, pgs_per_osd: float, pool_size: int,
+          opts: CephOptions) -> tuple[float, float, int]:
+    """PG peers and heartbeat peers per OSD on other hosts, and the host's local pairs."""
+    remote = (hosts - 1) * osds_per_host
+    slots = pgs_per_osd * (pool_size - 1)
+    pg_peers = distinct_peers(slots, remote)
+    local_neigh = min(2, osds_per_host - 1)
+    hb_remote = min(float(remote), max(pg_peers, float(opts.osd_heartbeat_min_peers - local_neigh)))
+    return pg_peers, hb_remote, max(0, osds_per_host - 1)
 
 
 def host_conns(
@@ -151,36 +214,69 @@ def host_conns(
     clients_per_osd: float | None = None,
     conn_per_host: float | None = None,
     options: CephOptions | None = None,
+    formula: Formula | None = None,
 ) -> HostConns:
     """The inventory of one host of a cluster of `hosts` x `osds_per_host` (failure domain: host).
 
-    Give either the clients per OSD or the measured entries per host (then clients = the rest)."""
+    Give either the clients per OSD or the measured entries per host (then clients = the rest). A measured
+    count below what the formula gives the OSDs among themselves is not refused: the formula's constants
+    are averages, a real host may hold fewer (fewer PG peers, heartbeat peers shared); the mesh is scaled
+    down to the measurement, no clients are assumed, and `note` says so (simulate: WARN)."""
     opts = options or CephOptions()
+    f = formula or FITTED
     if hosts < 1 or osds_per_host < 1:
         raise BadInput("need at least one host and one OSD per host")
     if pool_size < 1:
         raise BadInput("pool size must be at least 1")
-    remote = (hosts - 1) * osds_per_host
-    slots = pgs_per_osd * (pool_size - 1)
-    pg_peers = distinct_peers(slots, remote)
-    local_neigh = min(2, osds_per_host - 1)
-    hb_remote = min(float(remote), max(pg_peers, float(opts.osd_heartbeat_min_peers - local_neigh)))
-    pairs = max(0, osds_per_host - 1)
-    base = HostConns(osds_per_host, pg_peers, hb_remote, pairs, 0.0, pgs_per_osd=pgs_per_osd)
+    pg_peers, hb_remote, pairs = _mesh(hosts, osds_per_host, pgs_per_osd, pool_size, opts)
+    base = HostConns(osds_per_host, pg_peers * f.peer_conns, hb_remote, pairs, 0.0, mon=f.mon_mgr / 2,
+                     mgr=f.mon_mgr / 2, pgs_per_osd=pgs_per_osd, local_per_pair=f.local_per_pair,
+                     hb_conns=f.hb_conns)
     if clients_per_osd is not None and conn_per_host is not None:
         raise BadInput("give either clients per OSD or connections per host, not both")
     if conn_per_host is not None:
         if conn_per_host < base.baseline:
-            raise BadInput(
-                f"{conn_per_host:g} connections per host is fewer than the {base.baseline:.0f} the OSDs "
-                f"need among themselves ({hosts} hosts x {osds_per_host} OSDs)"
-            )
+            s = conn_per_host / base.baseline
+            return dataclasses.replace(
+                base, pg_peers=base.pg_peers * s, hb_remote=base.hb_remote * s, mon=base.mon * s,
+                mgr=base.mgr * s, local_per_pair=base.local_per_pair * s, source="scaled", mesh_scale=s,
+                note=(f"{conn_per_host:g} entries per host is fewer than the {base.baseline:.0f} the formula "
+                      f"gives {hosts} hosts x {osds_per_host} OSDs among themselves: the OSD mesh is scaled "
+                      f"to the measurement (x{s:.2f}), no clients assumed"))
         clients = (conn_per_host - base.baseline) / osds_per_host
     else:
         clients = 0.0 if clients_per_osd is None else clients_per_osd
     if clients < 0:
         raise BadInput("clients per OSD cannot be negative")
-    return HostConns(osds_per_host, pg_peers, hb_remote, pairs, clients, pgs_per_osd=pgs_per_osd)
+    return dataclasses.replace(base, clients=clients)
+
+
+def from_inventory(inv: Inventory, hosts: int, osds_per_host: int, *, pgs_per_osd: float = 100.0,
+                   pool_size: int = 3, options: CephOptions | None = None,
+                   formula: Formula | None = None) -> HostConns:
+    """The host as measured (`status --breakdown`, a lab record): OSD<->OSD sessions with other hosts split
+    between heartbeats and PG peers in the formula's proportion (the split decides only how a down OSD's
+    peers knock: heartbeats every 6 s, lossless peers with backoff), local, client and mon/mgr entries as
+    counted. Entries that are not Ceph's or already closing are not here: they are `Inventory.held`."""
+    if osds_per_host < 1:
+        raise BadInput("need at least one OSD on the host")
+    f = formula or FITTED
+    opts = options or CephOptions()
+    pg_peers, hb_remote, pairs = _mesh(max(1, hosts), osds_per_host, pgs_per_osd, pool_size, opts)
+    n = osds_per_host
+    mesh = inv.osd_osd / n
+    f_hb, f_pg = f.hb_conns * hb_remote, f.peer_conns * pg_peers
+    share = f_hb / (f_hb + f_pg) if f_hb + f_pg > 0 else 0.0
+    hb = mesh * share / f.hb_conns if f.hb_conns > 0 else 0.0
+    peers = mesh * (1 - share)
+    local = float(inv.local)
+    per_pair = local / pairs if pairs else 0.0
+    mon = inv.mon_mgr / n + (0.0 if pairs else local / n)  # one OSD: its local entries churn with it
+    formula_mesh = n * (f_hb + f_pg) + pairs * f.local_per_pair
+    measured_mesh = inv.osd_osd + local
+    return HostConns(n, peers, hb, pairs, inv.client / n, mon=mon, mgr=0.0, pgs_per_osd=pgs_per_osd,
+                     local_per_pair=per_pair, hb_conns=f.hb_conns, source="measured",
+                     mesh_scale=measured_mesh / formula_mesh if formula_mesh > 0 else 1.0)
 
 
 def backoff_attempts(window_s: float, options: CephOptions) -> int:

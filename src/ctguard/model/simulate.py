@@ -182,7 +182,7 @@ class HostSim:
         both ends in the step closes once)."""
         sel = set(ids)
         per = len(ids) * self.c.per_osd
-        local = sum(4 for a, b in self.pairs if a in sel or b in sel)
+        local = sum(self.c.local_per_pair for a, b in self.pairs if a in sel or b in sel)
         return per + local
 
     def _repeer(self, ids: tuple[int, ...]) -> float:
@@ -220,7 +220,7 @@ class HostSim:
             self.table.close_open(rep, Kind.TIME_WAIT, t)
             self.ramps.append(_Ramp(t, t + self.b.ramp_s, rep / self.b.ramp_s, 0.0, None))
         sel = set(ids)
-        local = sum(4 for a, b in self.pairs if a in sel or b in sel)
+        local = sum(self.c.local_per_pair for a, b in self.pairs if a in sel or b in sel)
         # peering work is the PGs of every OSD of the host that is down or peering at the same time
         busy = len(sel | {o.idx for o in self.active if o.phase in ("down", "peering", "marked")})
         need = self.b.peering_s(busy * self.c.pgs_per_osd)

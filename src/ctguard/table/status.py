@@ -86,6 +86,7 @@ class TableStatus:
                 "unattributed": b.unattributed,
                 "ceph_daemon_entries": b.ceph_daemon_entries,
                 "top_peers": [{"address": p.address, "entries": p.entries} for p in b.top_peers],
+                "inventory": None if b.inventory is None else b.inventory.as_dict(),
                 "expired_freed": self.breakdown.expired_freed,
                 "dump_seconds": round(self.breakdown.seconds, 4),
             }
