@@ -267,3 +267,45 @@ def test_plan_host_with_an_idle_table_says_what_to_give(runner: CliRunner, tmp_p
     r = runner.invoke(cli, ["plan", "--host", "--proc-root", root, "--hosts", "3", "--osds-per-host", "4"])
     assert r.exit_code == 3
     assert "holds 0 entries" in r.output and "--conn-per-host" in r.output
+
+
+def test_plan_never_lowers_the_limit_by_surprise() -> None:
+    # issue 14: the kernel's default 262,144 and a small Ceph burst: the old plan wrote 65,536
+    sc = load(os.path.join(FIX, "lab-3x4.json"))
+    cur = Current(max=262144, buckets=262144, cores=2, entry_bytes=256)
+    p = make_plan(sc, cur)
+    assert p.item("net.netfilter.nf_conntrack_max").value == 262144
+    assert p.item("hashsize").value == 262144
+    left = {i.name: i for i in p.left_alone}
+    assert left["net.netfilter.nf_conntrack_max"].value == 65536 and "--allow-lower" in \
+        left["net.netfilter.nf_conntrack_max"].reason
+    doc = p.to_json()
+    assert doc["left_alone"][0]["wanted"] == 65536 and doc["left_alone"][0]["current"] == 262144
+    assert "nf_conntrack_max = 262144" in p.sysctl_conf()
+    low = make_plan(sc, cur, allow_lower=True)
+    assert low.item("net.netfilter.nf_conntrack_max").value == 65536 and not any(
+        i.name == "net.netfilter.nf_conntrack_max" for i in low.left_alone)
+    # a limit below the need is raised either way
+    up = make_plan(sc, Current(max=256, buckets=256, cores=2))
+    assert up.item("net.netfilter.nf_conntrack_max").value == 65536 and up.current_overflow is True
+
+
+def test_plan_counts_the_hosts_other_entries() -> None:
+    # a hyper-converged node: 150,000 entries of VMs and containers beside the OSDs
+    sc = load(os.path.join(FIX, "lab-3x4.json"))
+    alone = make_plan(sc, Current(max=None, cores=2))
+    hc = make_plan(sc, Current(max=None, cores=2, other_entries=150000))
+    assert hc.other_entries == 150000 and hc.peak_entries >= alone.peak_entries + 150000 - 1
+    assert hc.item("net.netfilter.nf_conntrack_max").value >= 2 * hc.peak_entries
+    assert "not Ceph's" in hc.item("net.netfilter.nf_conntrack_max").reason
+
+
+def test_cli_plan_left_alone_human_and_json(runner: CliRunner) -> None:
+    args = ["plan", "--scenario", os.path.join(FIX, "lab-3x4.json"), "--max", "262144"]
+    r = runner.invoke(cli, args)
+    assert r.exit_code == 0, r.output
+    assert "left alone: net.netfilter.nf_conntrack_max = 262,144 (would be 65,536)" in r.output
+    r = runner.invoke(cli, [*args, "--allow-lower", "--json"])
+    doc = json.loads(r.stdout)
+    rec = {i["name"]: i for i in doc["recommendations"]}
+    assert rec["net.netfilter.nf_conntrack_max"]["value"] == 65536 and doc["left_alone"] == []

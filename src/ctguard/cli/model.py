@@ -137,8 +137,9 @@ def read_inventory(path: str) -> Inventory:
         raise BadInput(f"{path}: cannot read ({e.strerror})") from e
     except json.JSONDecodeError as e:
         raise BadInput(f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from e
-    if isinstance(doc, dict) and isinstance(doc.get("breakdown"), dict):
-        doc = doc["breakdown"].get("inventory")
+    if isinstance(doc, dict) and ("schema" in doc or "breakdown" in doc):
+        # a `status --json` document: its breakdown's inventory (only with --breakdown)
+        doc = (doc.get("breakdown") or {}).get("inventory") if isinstance(doc.get("breakdown") or {}, dict) else None
     if not isinstance(doc, dict):
         raise BadInput(f"{path}: no inventory (expected status --breakdown --json or a role -> entries object)")
     try:
