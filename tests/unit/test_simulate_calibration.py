@@ -8,13 +8,17 @@ a few seconds as measured. Without recorded runs the test is skipped
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import glob
 import json
 import os
 
 import pytest
 
+from ctguard.errors import BadInput
 from ctguard.model import calibrate, whatif
+from ctguard.model.ceph import FITTED
 
 REPO = os.path.join(os.path.dirname(__file__), "..", "..")
 DATA = os.environ.get("CTGUARD_LAB_DATA", os.path.join(REPO, "data", "lab"))
@@ -57,3 +61,100 @@ def test_prediction_matches_recorded_run(run_id: str, path: str) -> None:
     if sc.purge_after_s is not None and m.overflow:
         # purging closing states at the first drop (and again at later ones) ends it within seconds
         assert res.headline.over_limit_s <= 10.0
+
+
+# -- leave one shape out (issue 14): the model fitted on every lab shape but one predicts the one left out ---
+
+SWEEP = os.environ.get("CTGUARD_SWEEP_DATA", os.path.join(REPO, "data", "lab", "sweep"))
+RECORDS = calibrate.load_records(SWEEP, DATA)
+SHAPES = sorted({r.shape_id for r in RECORDS if r.restart})
+ENOUGH = len(SHAPES) >= 3
+
+
+@functools.lru_cache(maxsize=1)
+def _folds() -> dict[str, calibrate.Fold]:
+    return {f.shape_id: f for f in calibrate.leave_one_shape_out(RECORDS)}
+
+
+def _check(fold: calibrate.Fold, mode: str) -> list[str]:
+    bad = []
+    for p in fold.predictions:
+        if p.mode != mode:
+            continue
+        r = p.record
+        if abs(p.error) > calibrate.TOLERANCE:
+            bad.append(f"{r.scenario}: peak {p.peak:.0f} predicted, {r.peak} measured ({p.error:+.0%})")
+        if p.overflow != r.overflow:
+            bad.append(f"{r.scenario}: overflow predicted {p.overflow}, measured {r.overflow} ({r.drops} drops)")
+    return bad
+
+
+@pytest.mark.skipif(not ENOUGH, reason=f"fewer than 3 lab shapes under {SWEEP} and {DATA}")
+@pytest.mark.parametrize("shape", SHAPES)
+def test_leave_one_shape_out_from_the_measured_inventory(shape: str) -> None:
+    """Mode (a): the host's measured entries by role (its baseline_entries), constants fitted on the others."""
+    assert _check(_folds()[shape], "measured") == []
+
+
+@pytest.mark.skipif(not ENOUGH, reason=f"fewer than 3 lab shapes under {SWEEP} and {DATA}")
+@pytest.mark.parametrize("shape", SHAPES)
+def test_leave_one_shape_out_from_the_shape_alone(shape: str) -> None:
+    """Mode (b): nothing of the host but its shape, the table and the filler; the formula fitted on the
+    others gives its entries."""
+    assert _check(_folds()[shape], "shape") == []
+
+
+@pytest.mark.skipif(not ENOUGH, reason=f"fewer than 3 lab shapes under {SWEEP} and {DATA}")
+def test_fitted_constants_are_the_fit_across_the_sweep() -> None:
+    """ceph.FITTED is what the fit on every shape gives: the shipped constants are never hand-tuned."""
+    got = calibrate.fit(RECORDS).as_dict()
+    for k, v in FITTED.as_dict().items():
+        assert got[k] == pytest.approx(v, rel=0.02, abs=1e-3), (k, got[k], v)
+
+
+@pytest.mark.skipif(not ENOUGH, reason=f"fewer than 3 lab shapes under {SWEEP} and {DATA}")
+def test_docs_print_the_current_table() -> None:
+    with open(os.path.join(REPO, "docs", "simulate.md"), encoding="utf-8") as f:
+        doc = f.read()
+    assert calibrate.table_markdown(_folds().values()) in doc, \
+        "docs/simulate.md: regenerate the table with `python -m ctguard.model.calibrate`"
+
+
+def test_the_check_can_fail() -> None:
+    """The same check on records that lie: a peak twice or half the real one, or an overflow that did not happen."""
+    recs = calibrate.load_records(os.path.join(REPO, "nonexistent"), DATA) or [
+        r for r in RECORDS if r.restart]
+    if not recs:
+        pytest.skip("no recorded runs")
+    r = next(x for x in recs if not x.overflow)
+    lies = [dataclasses.replace(r, peak=int(r.peak * 2)), dataclasses.replace(r, peak=int(r.peak * 0.5)),
+            dataclasses.replace(r, overflow=True, drops=100)]
+    for lie in lies:
+        for mode in calibrate.MODES:
+            p = calibrate.predict(lie, mode, FITTED)
+            assert not p.ok
+            fold = calibrate.Fold(lie.shape_id, FITTED, (p,))
+            assert _check(fold, mode) != []
+            assert "FAIL" in calibrate.table_markdown([calibrate.Fold(lie.shape_id, FITTED, (
+                p, calibrate.predict(lie, "shape" if mode == "measured" else "measured", FITTED)))])
+
+
+def test_sweep_record_contract() -> None:
+    doc = {"schema": 1, "shape": {"id": "2x2-s2-pg64-c1", "hosts": 2, "osds_per_host": 2, "pool_size": 2,
+                                  "pg_num": 64, "pg_replicas_per_osd": 32.0, "clients": 1, "client_rate": 40,
+                                  "store": "memstore"},
+           "scenario": "measure", "host": "sw-h1", "gap_s": 0,
+           "addresses": {"mon": "198.18.0.1", "clients": ["198.18.0.2"],
+                         "hosts": {"sw-h1": "198.18.0.11", "sw-h2": "198.18.0.12"}},
+           "max": 262144, "baseline": 3, "free": None, "filler": 0, "peak": 7, "burst": 4, "drops": 0,
+           "overflow": False,
+           "baseline_entries": [["tcp", "ESTABLISHED", "198.18.0.11", "198.18.0.12", 40000, 6800],
+                                ["tcp", "ESTABLISHED", "198.18.0.2", "198.18.0.11", 40001, 6802],
+                                ["tcp", "ESTABLISHED", "198.18.0.11", "198.18.0.1", 40002, 3300]]}
+    r = calibrate.record(doc)
+    assert r.inventory is not None and (r.inventory.osd_out, r.inventory.client, r.inventory.mon_mgr) == (1, 1, 1)
+    assert r.replicas_per_osd == 32.0 and r.restart
+    with pytest.raises(BadInput, match="no address for"):
+        calibrate.record({**doc, "host": "sw-h9"})
+    with pytest.raises(BadInput, match="lacks or mistypes"):
+        calibrate.record({k: v for k, v in doc.items() if k != "peak"})

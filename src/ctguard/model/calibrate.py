@@ -393,3 +393,61 @@ def table_markdown(folds: Iterable[Fold]) -> str:
                          f"{'yes' if r.overflow else 'no'} ({r.drops:,} drops) | {ca[0]} | {ca[1]} | "
                          f"{cb[0]} | {cb[1]} |")
     return "\n".join(lines)
+
+
+def load_records(sweep_dir: str, lab_dir: str | None = None) -> list[Record]:
+    """Every sweep record under `sweep_dir` (*.jsonl) and, with `lab_dir`, the recorded 3 x 4 runs
+    (`lab_dir`/<run>/run.json + <scenario>.jsonl) as one more shape. BadInput names the file and line."""
+    import glob
+    import json
+    import os
+
+    out: list[Record] = []
+    for path in sorted(glob.glob(os.path.join(sweep_dir, "*.jsonl"))):
+        with open(path, encoding="utf-8") as f:
+            for i, line in enumerate(f, 1):
+                if line.strip():
+                    try:
+                        doc = json.loads(line)
+                    except json.JSONDecodeError as e:
+                        raise BadInput(f"{path}:{i}: not JSON ({e.msg})") from e
+                    out.append(record(doc, f"{path}:{i}"))
+    if lab_dir is not None:
+        for run_file in sorted(glob.glob(os.path.join(lab_dir, "*", "run.json"))):
+            d = os.path.dirname(run_file)
+            with open(run_file, encoding="utf-8") as f:
+                run = json.load(f)
+            series = {}
+            for path in sorted(glob.glob(os.path.join(d, "*.jsonl"))):
+                with open(path, encoding="utf-8") as f:
+                    series[os.path.basename(path)[:-6]] = [json.loads(x) for x in f if x.strip()]
+            out += records_from_lab_run(series, run)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m ctguard.model.calibrate [SWEEP_DIR] [LAB_DIR]`: the fit on every shape and the
+    leave-one-shape-out table (what docs/simulate.md prints)."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    sweep_dir = args[0] if args else "data/lab/sweep"
+    lab_dir = args[1] if len(args) > 1 else "data/lab"
+    try:
+        recs = load_records(sweep_dir, lab_dir)
+    except BadInput as e:
+        print(f"calibrate: {e.message}", file=sys.stderr)
+        return 3
+    shapes = sorted({r.shape_id for r in recs})
+    print(f"{len(recs)} records, {len(shapes)} shapes: {', '.join(shapes)}")
+    print(f"fitted on every shape: {fit(recs).as_dict()}")
+    folds = leave_one_shape_out(recs)
+    print(table_markdown(folds))
+    bad = [p for f in folds for p in f.predictions if not p.ok]
+    print(f"{len(bad)} of {sum(len(f.predictions) for f in folds)} predictions outside +-15 % or with the wrong "
+          "overflow verdict")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
