@@ -138,6 +138,8 @@ def _fake_ceph(calls: list[tuple[str, ...]]):  # type: ignore[no-untyped-def]
         argv = tuple(argv)
         calls.append(argv)
         assert timeout > 0 and argv[0] == "ceph" and argv[-2:] == ("-f", "json")
+        if "-s" in argv:  # a busy cluster: 400 client ops/s
+            return Completed(argv, 0, json.dumps({"pgmap": {"read_op_per_sec": 100, "write_op_per_sec": 300}}), "")
         name = "ceph-osd-dump.json" if "dump" in argv else "ceph-osd-tree.json"
         with open(os.path.join(FIX, name)) as f:
             return Completed(argv, 0, f.read(), "")
@@ -153,7 +155,7 @@ def test_simulate_from_cluster_recorded(runner: CliRunner, tmp_path: object, mon
     r = runner.invoke(cli, ["simulate", "--from-cluster", "--proc-root", root, "--gc-phases", "1", "--json"])
     assert r.exit_code in (0, 1, 2), r.output
     doc = json.loads(r.output)
-    assert len(calls) == 2
+    assert len(calls) == 3
     assert doc["max"] == 262144 and doc["host"]["osds"] == 4
     # the host's reading (200,000 entries in the fake tree) is its workload: 4 OSDs, 3 hosts
     assert doc["baseline_entries"] == 200000

@@ -69,6 +69,18 @@ def cluster_from_ceph(dump: Any, tree: Any, hostname: str | None = None) -> tupl
     return spec, mine
 
 
+def client_ops(conf: str | None) -> float | None:
+    """The clients' ops/s now (`ceph -s` pgmap read_op_per_sec + write_op_per_sec; absent keys: idle).
+    How busy the client sessions are decides whether a restart can start the reconnect loop; None (cannot
+    tell) keeps the model's worst case (every session busy)."""
+    try:
+        st = _ceph_json(["-s"], conf)
+        pgmap = st.get("pgmap") or {}
+        return float(pgmap.get("read_op_per_sec", 0) or 0) + float(pgmap.get("write_op_per_sec", 0) or 0)
+    except (CtguardError, AttributeError, TypeError, ValueError):
+        return None
+
+
 def _strategy_opts(f: Any) -> Any:
     for opt in reversed([
         click.option("--strategy", type=click.Choice(STRATEGIES), default=None,
@@ -194,7 +206,8 @@ def build_scenario(params: dict[str, Any], proc_root: str, ns_name: str | None, 
             tree = _ceph_json(["osd", "tree"], params.get("ceph_conf"))
             spec, mine = cluster_from_ceph(dump, tree, socket.gethostname())
             cluster = dataclasses.replace(spec, osds_per_host=mine or spec.osds_per_host,
-                                          conn_per_host=None, clients_per_osd=None)
+                                          conn_per_host=None, clients_per_osd=None,
+                                          client_ops=client_ops(params.get("ceph_conf")))
         measured_flags = any(params.get(k) is not None for k in ("conn_per_host", "clients_per_osd", "clients",
                                                                  "inventory_file"))
         if (params.get("from_cluster") or not params.get("scenario_file")) and not measured_flags:

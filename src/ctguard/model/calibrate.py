@@ -125,6 +125,7 @@ SWEEP_SCENARIOS = ("measure", "one-by-one", "all-at-once")
 MODES = ("measured", "shape")  # predict from the host's measured inventory | from the shape alone
 TOLERANCE = 0.15
 FAULT_GRID = (0.0, 0.01, 0.03, 0.1, 0.3, 1.0)  # candidate faults per op (Formula.fault_per_op)
+REPEER_GRID = (0.0, 0.1, 0.25, 0.4, 0.6)  # candidate re-opened shares (Formula.repeer_fraction)
 
 
 @dataclass(frozen=True)
@@ -230,7 +231,7 @@ def record_scenario(r: Record, mode: str, formula: Formula, gc_phases: int = 6) 
                 else Strategy("all-at-once"))
     spec = ClusterSpec(hosts=r.hosts, osds_per_host=r.osds_per_host, pool_size=r.pool_size,
                        pgs_per_osd=r.replicas_per_osd, clients=r.clients, client_rate=r.client_rate)
-    behaviour = RestartBehaviour()
+    behaviour = RestartBehaviour(repeer_fraction=formula.repeer_fraction)
     if r.downtime_s is not None:
         behaviour = dataclasses.replace(behaviour, downtime_s=max(0.2, r.downtime_s))
     table = TableConfig(max=r.max, timeouts=Timeouts(time_wait=r.time_wait), dump_every_s=LAB_DUMP_EVERY_S)
@@ -331,27 +332,36 @@ def fit_formula(records: Iterable[Record], prior: Formula | None = None) -> Form
                                client_osds=client)
 
 
-def fit_fault_per_op(records: Iterable[Record], formula: Formula) -> float:
-    """Faults per op from the measured peaks of the restarts that did not overflow (an overflowing one peaks
-    at the limit, whatever the loop): the grid value with the least mean relative error in mode `measured`
-    (ties: the weaker loop). Whether many light clients loop is decided here, by the measurements."""
-    recs = [r for r in records if r.restart and not r.overflow]
+def _grid(recs: list[Record], formula: Formula, name: str, grid: tuple[float, ...]) -> float:
+    """The grid value of `name` with the least mean relative peak error over `recs` in mode `measured`
+    (ties: the first, i.e. the weaker effect)."""
     if not recs:
-        return formula.fault_per_op
+        return float(getattr(formula, name))
     best: tuple[float, float] | None = None
-    for f in FAULT_GRID:
-        fm = dataclasses.replace(formula, fault_per_op=f)
+    for v in grid:
+        fm = dataclasses.replace(formula, **{name: v})
         err = sum(abs(predict(r, "measured", fm, gc_phases=1).error) for r in recs) / len(recs)
         if best is None or err < best[0] - 1e-9:
-            best = (err, f)
+            best = (err, v)
     assert best is not None
     return best[1]
 
 
+def fit_burst(records: Iterable[Record], formula: Formula) -> Formula:
+    """The restart's two fitted behaviours, from the measured peaks of the restarts that did not overflow
+    (an overflowing one peaks at the limit, whatever the model): faults per op (the clients' reconnect loop)
+    on the whole-host restarts, then the re-opened share of the OSDs that stay up on the one-by-one ones.
+    Whether many light clients loop is decided here, by the measurements."""
+    recs = [r for r in records if r.restart and not r.overflow]
+    whole = [r for r in recs if r.scenario != "one-by-one"]
+    formula = dataclasses.replace(formula, fault_per_op=_grid(whole, formula, "fault_per_op", FAULT_GRID))
+    steps = [r for r in recs if r.scenario == "one-by-one"]
+    return dataclasses.replace(formula, repeer_fraction=_grid(steps, formula, "repeer_fraction", REPEER_GRID))
+
+
 def fit(records: Iterable[Record], prior: Formula | None = None) -> Formula:
     recs = list(records)
-    formula = fit_formula(recs, prior)
-    return dataclasses.replace(formula, fault_per_op=fit_fault_per_op(recs, formula))
+    return fit_burst(recs, fit_formula(recs, prior))
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,37 @@ class CephOptions:
 
 
 @dataclass(frozen=True)
+class Formula:
+    """The constants of the shape -> inventory formula (what a host holds when nobody measured it).
+
+    The structure is Ceph's (module docstring); the constants are fitted across the lab sweep
+    (`calibrate.fit_formula`, data/lab/sweep/) and a unit test checks that these values are what the fit
+    gives, so they are never tuned by hand to one shape. Defaults are the theory: 4 entries per heartbeat
+    peer, 1 per PG peer, 4 per local pair, one mon and one mgr session per OSD, one session per client per
+    OSD of the host."""
+
+    hb_conns: float = 4.0  # entries per remote heartbeat peer of an OSD
+    peer_conns: float = 1.0  # entries per remote PG peer (cluster messenger session)
+    local_per_pair: float = 4.0  # entries per pair of neighbouring OSDs on the host
+    mon_mgr: float = 2.0  # entries per OSD: its mon and mgr sessions
+    client_osds: float = 1.0  # sessions of one client with one OSD of the host (share of OSDs it talks to)
+    # faults per op a client sends to a not-serving OSD (each fault: one more TIME_WAIT entry, the loop);
+    # with --client-rate, a session's loop runs at min(1/lossy_retry_s, rate per session x this)
+    fault_per_op: float = 1.0
+    # at every restart step the host's OSDs that stay up re-open this share of their OSD<->OSD sessions
+    # (RestartBehaviour.repeer_fraction's default)
+    repeer_fraction: float = 0.25
+
+    def as_dict(self) -> dict[str, float]:
+        return {k: round(float(v), 4) for k, v in dataclasses.asdict(self).items()}
+
+
+# Fitted across the lab sweep by calibrate.fit_formula (least squares over every shape's measured inventory);
+# tests/unit/test_simulate_calibration.py refits and checks these numbers. Theory until the sweep is in.
+FITTED = Formula()
+
+
+@dataclass(frozen=True)
 class RestartBehaviour:
     """How a restarted OSD behaves; measured in the lab unless marked as an assumption.
 
@@ -77,40 +108,12 @@ class RestartBehaviour:
     client_active_fraction: float = 1.0
     rst_fraction: float = 0.1
     lossless_active_fraction: float = 0.25
-    repeer_fraction: float = 0.25
+    repeer_fraction: float = FITTED.repeer_fraction
     syn_retry_s: float = 1.0  # a dropped SYN is retried after 1 s (tcp_syn_linear_timeouts, §3)
     reassert_s: float = 4.0  # marked down -> booted again once its messages pass (lab: drops end 62 s, boot 66 s)
 
     def peering_s(self, pgs: float) -> float:
         return self.peering_base_s + self.peering_per_pg_s * pgs
-
-
-@dataclass(frozen=True)
-class Formula:
-    """The constants of the shape -> inventory formula (what a host holds when nobody measured it).
-
-    The structure is Ceph's (module docstring); the constants are fitted across the lab sweep
-    (`calibrate.fit_formula`, data/lab/sweep/) and a unit test checks that these values are what the fit
-    gives, so they are never tuned by hand to one shape. Defaults are the theory: 4 entries per heartbeat
-    peer, 1 per PG peer, 4 per local pair, one mon and one mgr session per OSD, one session per client per
-    OSD of the host."""
-
-    hb_conns: float = 4.0  # entries per remote heartbeat peer of an OSD
-    peer_conns: float = 1.0  # entries per remote PG peer (cluster messenger session)
-    local_per_pair: float = 4.0  # entries per pair of neighbouring OSDs on the host
-    mon_mgr: float = 2.0  # entries per OSD: its mon and mgr sessions
-    client_osds: float = 1.0  # sessions of one client with one OSD of the host (share of OSDs it talks to)
-    # faults per op a client sends to a not-serving OSD (each fault: one more TIME_WAIT entry, the loop);
-    # with --client-rate, a session's loop runs at min(1/lossy_retry_s, rate per session x this)
-    fault_per_op: float = 1.0
-
-    def as_dict(self) -> dict[str, float]:
-        return {k: round(float(v), 4) for k, v in dataclasses.asdict(self).items()}
-
-
-# Fitted across the lab sweep by calibrate.fit_formula (least squares over every shape's measured inventory);
-# tests/unit/test_simulate_calibration.py refits and checks these numbers. Theory until the sweep is in.
-FITTED = Formula()
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,7 @@ class ClusterSpec:
     ec: str | None = None  # erasure-coded pool "K+M": counts as size K+M
     clients: int | None = None  # client instances (librados, RBD, ...): sessions = clients x client_osds
     client_rate: float | None = None  # ops/s of each client: how busy its sessions are (the reconnect loop)
+    client_ops: float | None = None  # ops/s of all clients together (`ceph -s`), when clients are not counted
 
     @property
     def width(self) -> int:
@@ -99,10 +100,16 @@ class Scenario:
         (and its client re-opens it) at most once per op sent to a not-serving OSD, `formula.fault_per_op`
         times per op (fitted across the sweep: whether light clients loop is measured, not assumed)."""
         c, b = self.cluster, self.behaviour
-        if c.client_rate is None:
+        if c.client_rate is not None:
+            # one client's ops spread over the OSDs it holds sessions with
+            per_session = c.client_rate / max(1.0, c.hosts * c.osds_per_host * self.formula.client_osds)
+        elif c.client_ops is not None:
+            # the cluster's client ops over every client session (this host's, times the hosts)
+            conns = self.conns()
+            sessions = conns.clients * conns.osds * c.hosts
+            per_session = c.client_ops / sessions if sessions > 0 else 0.0
+        else:
             return b
-        osds = max(1.0, c.hosts * c.osds_per_host * min(1.0, self.formula.client_osds))
-        per_session = c.client_rate / osds
         active = min(1.0, per_session * b.lossy_retry_s * self.formula.fault_per_op)
         return dataclasses.replace(b, client_active_fraction=active)
 
@@ -117,8 +124,8 @@ class Scenario:
         if c.width > c.hosts:
             raise BadInput(f"cluster: a pool of width {c.width} cannot be placed on {c.hosts} host(s) "
                            "(failure domain: host)")
-        if (c.clients is not None and c.clients < 0) or (c.client_rate is not None and c.client_rate < 0):
-            raise BadInput("cluster: clients and client_rate must be >= 0")
+        if any(v is not None and v < 0 for v in (c.clients, c.client_rate, c.client_ops)):
+            raise BadInput("cluster: clients, client_rate and client_ops must be >= 0")
         if t.max < 1:
             raise BadInput("table: max must be at least 1")
         if t.buckets is not None and t.buckets < 1:
