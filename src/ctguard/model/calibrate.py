@@ -125,6 +125,9 @@ SWEEP_SCENARIOS = ("measure", "one-by-one", "all-at-once")
 MODES = ("measured", "shape")  # predict from the host's measured inventory | from the shape alone
 TOLERANCE = 0.15
 FAULT_GRID = (0.0, 0.01, 0.03, 0.1, 0.3, 1.0)  # candidate faults per op (Formula.fault_per_op)
+# stop -> start of a lab OSD when the record does not say: memstore, the mean of the 26 restart scenarios
+# recorded in data/lab/ (0.56-1.96 s); BlueStore OSDs take ~3 s more to exit and mount (ceph-lab.md §4)
+LAB_DOWNTIME_S = {"memstore": 1.1, "bluestore": 4.0}
 REPEER_GRID = (0.0, 0.1, 0.25, 0.4, 0.6)  # candidate re-opened shares (Formula.repeer_fraction)
 
 
@@ -152,6 +155,7 @@ class Record:
     inventory: Inventory | None  # classified baseline_entries (None: the record has none)
     downtime_s: float | None = None
     time_wait: int = 120
+    store: str = "memstore"
 
     @property
     def restart(self) -> bool:
@@ -189,7 +193,7 @@ def record(doc: Mapping[str, Any], where: str = "sweep") -> Record:
             free=None if doc.get("free") is None else int(doc["free"]), peak=int(doc["peak"]),
             overflow=bool(doc["overflow"]), drops=int(doc.get("drops") or 0), inventory=inv,
             downtime_s=None if doc.get("downtime_s") is None else float(doc["downtime_s"]),
-            time_wait=int(doc.get("time_wait") or 120),
+            time_wait=int(doc.get("time_wait") or 120), store=str(shape.get("store") or "memstore"),
         )
     except (KeyError, TypeError, ValueError) as e:
         raise BadInput(f"{where}: sweep record lacks or mistypes {e}") from e
@@ -227,13 +231,13 @@ def record_scenario(r: Record, mode: str, formula: Formula, gc_phases: int = 6) 
     filler (the host's own entries come from the formula)."""
     if mode not in MODES:
         raise ValueError(mode)
-    strategy = (Strategy("stagger", gap_s=r.gap_s) if r.scenario == "one-by-one"
+    down = r.downtime_s if r.downtime_s is not None else LAB_DOWNTIME_S.get(r.store, 1.1)
+    # the lab waits `gap` from one OSD's start to the next one's stop: kill to kill is the gap + downtime
+    strategy = (Strategy("stagger", gap_s=r.gap_s + down) if r.scenario == "one-by-one"
                 else Strategy("all-at-once"))
     spec = ClusterSpec(hosts=r.hosts, osds_per_host=r.osds_per_host, pool_size=r.pool_size,
                        pgs_per_osd=r.replicas_per_osd, clients=r.clients, client_rate=r.client_rate)
-    behaviour = RestartBehaviour(repeer_fraction=formula.repeer_fraction)
-    if r.downtime_s is not None:
-        behaviour = dataclasses.replace(behaviour, downtime_s=max(0.2, r.downtime_s))
+    behaviour = RestartBehaviour(repeer_fraction=formula.repeer_fraction, downtime_s=max(0.2, down))
     table = TableConfig(max=r.max, timeouts=Timeouts(time_wait=r.time_wait), dump_every_s=LAB_DUMP_EVERY_S)
     sc = Scenario(cluster=spec, table=table, strategy=strategy, behaviour=behaviour, gc_phases=gc_phases,
                   name=f"{r.shape_id}/{r.scenario}", formula=formula)
@@ -435,12 +439,26 @@ def load_records(sweep_dir: str, lab_dir: str | None = None) -> list[Record]:
     return out
 
 
+TABLE_BEGIN, TABLE_END = "<!-- loo-table -->", "<!-- /loo-table -->"
+
+
+def replace_table(doc: str, table: str) -> str:
+    """`doc` with the text between the table markers replaced by `table`."""
+    a, b = doc.find(TABLE_BEGIN), doc.find(TABLE_END)
+    if a < 0 or b < a:
+        raise BadInput(f"no {TABLE_BEGIN} ... {TABLE_END} markers")
+    return doc[:a + len(TABLE_BEGIN)] + "\n" + table + "\n" + doc[b:]
+
+
 def main(argv: list[str] | None = None) -> int:
-    """`python -m ctguard.model.calibrate [SWEEP_DIR] [LAB_DIR]`: the fit on every shape and the
-    leave-one-shape-out table (what docs/simulate.md prints)."""
+    """`python -m ctguard.model.calibrate [--docs FILE] [SWEEP_DIR] [LAB_DIR]`: the fit on every shape and
+    the leave-one-shape-out table (what docs/simulate.md prints; --docs writes it between the markers)."""
     import sys
 
-    args = sys.argv[1:] if argv is None else argv
+    args = list(sys.argv[1:] if argv is None else argv)
+    docs = None
+    if args[:1] == ["--docs"] and len(args) > 1:
+        docs, args = args[1], args[2:]
     sweep_dir = args[0] if args else "data/lab/sweep"
     lab_dir = args[1] if len(args) > 1 else "data/lab"
     try:
@@ -452,7 +470,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(recs)} records, {len(shapes)} shapes: {', '.join(shapes)}")
     print(f"fitted on every shape: {fit(recs).as_dict()}")
     folds = leave_one_shape_out(recs)
-    print(table_markdown(folds))
+    table = table_markdown(folds)
+    print(table)
+    if docs is not None:
+        with open(docs, encoding="utf-8") as f:
+            text = f.read()
+        with open(docs, "w", encoding="utf-8") as f:
+            f.write(replace_table(text, table))
     bad = [p for f in folds for p in f.predictions if not p.ok]
     print(f"{len(bad)} of {sum(len(f.predictions) for f in folds)} predictions outside +-15 % or with the wrong "
           "overflow verdict")
