@@ -29,6 +29,8 @@ def _cases() -> list[tuple[str, str]]:
     table) and ctguard-restart ones (another capability's gate decides their timing)."""
     out = []
     for run_dir in sorted(glob.glob(os.path.join(DATA, "*"))):
+        if not os.path.exists(os.path.join(run_dir, "run.json")):
+            continue  # data/lab/sweep/: the sweep's records, below
         for path in sorted(glob.glob(os.path.join(run_dir, "*.jsonl"))):
             with open(path, encoding="utf-8") as f:
                 first = f.readline()

@@ -42,6 +42,8 @@ def applicable(meta: Mapping[str, Any]) -> bool:
     """Scenarios the model predicts: restarts, with or without purges (not notrack, which takes Ceph out of
     the table, nor ctguard restart, whose gate is another capability)."""
     sc = meta.get("scenario") or {}
+    if not isinstance(sc, Mapping):
+        return False  # not a lab reproduce series (a sweep record names its scenario by a string)
     return not (sc.get("untracked") or sc.get("ctguard_restart"))
 
 
@@ -128,7 +130,7 @@ FAULT_GRID = (0.0, 0.01, 0.03, 0.1, 0.3, 1.0)  # candidate faults per op (Formul
 # stop -> start of a lab OSD when the record does not say: memstore, the mean of the 26 restart scenarios
 # recorded in data/lab/ (0.56-1.96 s); BlueStore OSDs take ~3 s more to exit and mount (ceph-lab.md §4)
 LAB_DOWNTIME_S = {"memstore": 1.1, "bluestore": 4.0}
-REPEER_GRID = (0.0, 0.1, 0.25, 0.4, 0.6)  # candidate re-opened shares (Formula.repeer_fraction)
+REPEER_GRID = (0.0, 0.15, 0.3, 0.45, 0.6, 0.8, 1.0)  # candidate re-opened shares (Formula.repeer_fraction)
 
 
 @dataclass(frozen=True)

@@ -74,7 +74,7 @@ class Formula:
 
 # Fitted across the lab sweep by calibrate.fit_formula (least squares over every shape's measured inventory);
 # tests/unit/test_simulate_calibration.py refits and checks these numbers. Theory until the sweep is in.
-FITTED = Formula()
+FITTED = Formula(hb_conns=4.1397, peer_conns=0.9383, local_per_pair=6.619, mon_mgr=2.0, client_osds=0.9, fault_per_op=0.1, repeer_fraction=0.45)
 
 
 @dataclass(frozen=True)
@@ -197,14 +197,37 @@ def pool_width(size: int | None = None, ec: str | None = None) -> int:
     return 3 if size is None else size
 
 
+def heartbeat_peers(hosts: int, osds_per_host: int, pgs_per_osd: float, pool_size: int,
+                    opts: CephOptions) -> tuple[float, float]:
+    """Heartbeat peers an OSD pings (remote, local), as OSD::maybe_update_heartbeat_peers picks them
+    (ceph/ceph src/osd/OSD.cc): the peers of the PGs it is primary for (PeeringState::update_heartbeat_peers
+    returns early on a replica), the next and previous up OSD, one OSD per other host
+    (OSDMap::get_random_up_osds_by_subtree, subtree "host"), then filled to osd_heartbeat_min_peers by walking
+    the next OSD ids, which are the host's own first (ids are consecutive per host)."""
+    n = osds_per_host
+    remote = (hosts - 1) * n
+    if remote <= 0:
+        return 0.0, float(min(n - 1, opts.osd_heartbeat_min_peers))
+    primary_slots = pgs_per_osd / max(1, pool_size) * (pool_size - 1)
+    p = distinct_peers(primary_slots, remote)
+    k = min(float(remote), hosts - 1 + 1.0)  # one per other host, and the previous OSD
+    union = p + k - p * k / remote
+    local = float(min(1, n - 1))  # the next OSD
+    fill = max(0.0, opts.osd_heartbeat_min_peers - union - local)
+    add_local = min(float(n - 1) - local, fill)
+    add_remote = min(remote - union, fill - add_local)
+    return union + add_remote, local + add_local
+
+
 def _mesh(hosts: int, osds_per_host: int, pgs_per_osd: float, pool_size: int,
           opts: CephOptions) -> tuple[float, float, int]:
-    """PG peers and heartbeat peers per OSD on other hosts, and the host's local pairs."""
+    """PG peers and heartbeat peers per OSD on other hosts, and the host's local pairs. Heartbeat
+    connections are directed (the pinging OSD opens front and back), but over a cluster every OSD is pinged
+    as often as it pings, so 2 x (out + in) = 4 x its remote heartbeat peers."""
     remote = (hosts - 1) * osds_per_host
     slots = pgs_per_osd * (pool_size - 1)
     pg_peers = distinct_peers(slots, remote)
-    local_neigh = min(2, osds_per_host - 1)
-    hb_remote = min(float(remote), max(pg_peers, float(opts.osd_heartbeat_min_peers - local_neigh)))
+    hb_remote, _ = heartbeat_peers(hosts, osds_per_host, pgs_per_osd, pool_size, opts)
     return pg_peers, hb_remote, max(0, osds_per_host - 1)
 
 
