@@ -133,6 +133,7 @@ class HostConns:
     source: str = "formula"  # formula | measured | scaled (a measurement below the formula)
     mesh_scale: float = 1.0  # measured mesh / the formula's (scaled: < 1)
     note: str = ""  # what the model did with the measurement, said to the user
+    cluster_osds: int = 0  # OSDs in the cluster (0: unknown, taken as many)
 
     @property
     def infra_per_osd(self) -> float:
@@ -257,7 +258,7 @@ def host_conns(
     pg_peers, hb_remote, pairs = _mesh(hosts, osds_per_host, pgs_per_osd, pool_size, opts)
     base = HostConns(osds_per_host, pg_peers * f.peer_conns, hb_remote, pairs, 0.0, mon=f.mon_mgr / 2,
                      mgr=f.mon_mgr / 2, pgs_per_osd=pgs_per_osd, local_per_pair=f.local_per_pair,
-                     hb_conns=f.hb_conns)
+                     hb_conns=f.hb_conns, cluster_osds=hosts * osds_per_host)
     if clients_per_osd is not None and conn_per_host is not None:
         raise BadInput("give either clients per OSD or connections per host, not both")
     if conn_per_host is not None:
@@ -302,6 +303,7 @@ def from_inventory(inv: Inventory, hosts: int, osds_per_host: int, *, pgs_per_os
     measured_mesh = inv.osd_osd + local
     return HostConns(n, peers, hb, pairs, inv.client / n, mon=mon, mgr=0.0, pgs_per_osd=pgs_per_osd,
                      local_per_pair=per_pair, hb_conns=f.hb_conns, source="measured",
+                     cluster_osds=max(1, hosts) * n,
                      mesh_scale=measured_mesh / formula_mesh if formula_mesh > 0 else 1.0)
 
 
