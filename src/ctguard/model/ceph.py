@@ -267,7 +267,7 @@ def host_conns(
             return dataclasses.replace(
                 base, pg_peers=base.pg_peers * s, hb_remote=base.hb_remote * s, mon=base.mon * s,
                 mgr=base.mgr * s, local_per_pair=base.local_per_pair * s, source="scaled", mesh_scale=s,
-                note=(f"{conn_per_host:g} entries per host is fewer than the {base.baseline:.0f} the formula "
+                note=(f"{conn_per_host:g} entries per host is fewer than the {base.baseline:.1f} the formula "
                       f"gives {hosts} hosts x {osds_per_host} OSDs among themselves: the OSD mesh is scaled "
                       f"to the measurement (x{s:.2f}), no clients assumed"))
         clients = (conn_per_host - base.baseline) / osds_per_host

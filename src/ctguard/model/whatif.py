@@ -46,9 +46,15 @@ class WhatIf:
             out.append(f"the peak reaches {h.peak_entries / h.max:.0%} of nf_conntrack_max")
         else:
             out.append(f"the peak stays at {h.peak_entries / h.max:.0%} of nf_conntrack_max")
-        note = self.scenario.conns().note
-        if note:
-            out.append(note)
+        sc = self.scenario
+        conns = sc.conns()
+        if conns.note:
+            out.append(conns.note)
+        if (conns.clients > 0 and sc.cluster.client_rate is None and sc.cluster.client_ops is None
+                and sc.behaviour.client_active_fraction >= 1.0):
+            out.append(f"clients' activity not given: all {conns.clients * conns.osds:,.0f} client sessions are "
+                       "taken as busy (the worst case; --client-rate, or --from-cluster's measured ops/s, decides "
+                       "whether they loop)")
         if h.not_restarted:
             out.append(f"adaptive: {len(h.not_restarted)} OSD(s) not restarted (even one would not fit)")
         return out
