@@ -169,3 +169,38 @@ def test_sweep_record_contract() -> None:
         calibrate.record({**doc, "host": "sw-h9"})
     with pytest.raises(BadInput, match="lacks or mistypes"):
         calibrate.record({k: v for k, v in doc.items() if k != "peak"})
+
+
+def test_fit_formula_recovers_known_constants() -> None:
+    """Inventories made by a known formula: the fit gives back what it predicts. Heartbeat and PG peers move
+    together (an OSD's heartbeat peers are mostly its PG peers), so the two per-peer constants are checked
+    through what they predict, the others one by one."""
+    from ctguard.model.ceph import CephOptions, Formula, _mesh
+    from ctguard.model.inventory import Inventory
+
+    truth = Formula(hb_conns=3.5, peer_conns=1.4, local_per_pair=5.5, mon_mgr=2.5, client_osds=0.6)
+    recs = []
+    for hosts, per, size, pgs, clients in ((2, 2, 2, 64, 1), (3, 5, 3, 128, 1), (5, 4, 3, 256, 10),
+                                           (6, 2, 3, 128, 10), (2, 6, 2, 1024, 40), (8, 6, 3, 2048, 3)):
+        rpo = pgs * size / (hosts * per)
+        pg, hb, pairs = _mesh(hosts, per, rpo, size, CephOptions())
+        osd = per * (truth.hb_conns * hb + truth.peer_conns * pg)
+        inv = Inventory(osd_out=round(osd / 2), osd_in=round(osd / 2), local=round(truth.local_per_pair * pairs),
+                        client=round(truth.client_osds * clients * per), mon_mgr=round(truth.mon_mgr * per))
+        recs.append(calibrate.Record(f"{hosts}x{per}", hosts, per, size, pgs, rpo, clients, 40.0, "measure", 0.0,
+                                     262144, inv.total, 0, None, 2 * inv.total, False, 0, inv))
+    got = calibrate.fit_formula(recs)
+    for r in recs:
+        assert r.inventory is not None
+        pg, hb, _ = _mesh(r.hosts, r.osds_per_host, r.replicas_per_osd, r.pool_size, CephOptions())
+        fitted = r.osds_per_host * (got.hb_conns * hb + got.peer_conns * pg)
+        assert fitted == pytest.approx(r.inventory.osd_osd, rel=0.03)
+    assert got.local_per_pair == pytest.approx(5.5, rel=0.05) and got.mon_mgr == pytest.approx(2.5, rel=0.05)
+    assert got.client_osds == pytest.approx(0.6, rel=0.05)
+
+
+def test_docs_table_markers() -> None:
+    doc = "a\n<!-- loo-table -->\nold\n<!-- /loo-table -->\nb\n"
+    assert calibrate.replace_table(doc, "| new |") == "a\n<!-- loo-table -->\n| new |\n<!-- /loo-table -->\nb\n"
+    with pytest.raises(BadInput):
+        calibrate.replace_table("no markers", "x")
