@@ -14,7 +14,7 @@ from ctguard.errors import BadInput
 from ctguard.kernel.ctdump import Entry
 from ctguard.kernel.sockets import SocketTable
 from ctguard.model.breakdown import breakdown
-from ctguard.model.ceph import host_conns, pool_width
+from ctguard.model.ceph import Formula, host_conns, pool_width
 from ctguard.model.inventory import Inventory, classify_entries
 from ctguard.model.scenario import ClusterSpec, Scenario, from_mapping
 from ctguard.model.table import TableConfig
@@ -114,10 +114,14 @@ def test_pool_width_and_pg_num() -> None:
 
 
 def test_light_clients_loop_less_than_busy_ones() -> None:
+    # the mechanism, with a loop that exists (fault_per_op 1); the fit across the sweep decides how strong
+    # it is (ceph.FITTED)
+    f = Formula(fault_per_op=1.0)
     base = Scenario(cluster=ClusterSpec(hosts=4, osds_per_host=3, pg_num=64, pool_size=2, clients=40,
-                                        client_rate=3), table=TableConfig(max=262144))
+                                        client_rate=3), table=TableConfig(max=262144), formula=f)
     busy = Scenario(cluster=ClusterSpec(hosts=4, osds_per_host=3, pg_num=64, pool_size=2, clients=40,
-                                        client_rate=400), table=TableConfig(max=262144))
+                                        client_rate=400), table=TableConfig(max=262144), formula=f)
+    assert base.effective_behaviour().client_active_fraction > 0
     assert base.effective_behaviour().client_active_fraction < busy.effective_behaviour().client_active_fraction
     assert busy.effective_behaviour().client_active_fraction <= 1.0
 

@@ -91,10 +91,12 @@ def scenario(rows: Iterable[Mapping[str, Any]], run: Mapping[str, Any] | None = 
         raise BadInput("lab series: meta needs baseline, filler and max") from e
     strategy = Strategy("all-at-once") if sc.get("all_at_once", True) else Strategy(
         "stagger", gap_s=float(sc.get("gap") or 0.0))
-    # the lab's librados client: one session per OSD, I/O in flight (40 ops/s over 64 objects)
+    # the lab's librados client(s): 40 ops/s each over 64 objects; how busy that makes a session, and whether
+    # it loops, is the fitted model's (FITTED.fault_per_op)
     pgs_per_osd = LAB_PGS * LAB_SIZE / max(1, hosts * per_host)
-    spec = ClusterSpec(hosts=hosts, osds_per_host=per_host, pgs_per_osd=pgs_per_osd, clients_per_osd=clients)
-    behaviour = dataclasses.replace(RestartBehaviour(), client_active_fraction=1.0)
+    spec = ClusterSpec(hosts=hosts, osds_per_host=per_host, pgs_per_osd=pgs_per_osd, clients_per_osd=clients,
+                       client_rate=float(lab.get("client_rate") or 40.0))
+    behaviour = RestartBehaviour()
     down = downtime(rows)
     if down is not None:
         behaviour = dataclasses.replace(behaviour, downtime_s=max(0.2, down))
@@ -130,7 +132,8 @@ FAULT_GRID = (0.0, 0.01, 0.03, 0.1, 0.3, 1.0)  # candidate faults per op (Formul
 # stop -> start of a lab OSD when the record does not say: memstore, the mean of the 26 restart scenarios
 # recorded in data/lab/ (0.56-1.96 s); BlueStore OSDs take ~3 s more to exit and mount (ceph-lab.md §4)
 LAB_DOWNTIME_S = {"memstore": 1.1, "bluestore": 4.0}
-REPEER_GRID = (0.0, 0.15, 0.3, 0.45, 0.6, 0.8, 1.0)  # candidate re-opened shares (Formula.repeer_fraction)
+REPEER_GRID = (0.0, 0.15, 0.3, 0.45, 0.6, 0.8, 1.0)
+RACE_GRID = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)  # candidate connection-race shares (Formula.race_fraction)  # candidate re-opened shares (Formula.repeer_fraction)
 
 
 @dataclass(frozen=True)
@@ -239,7 +242,8 @@ def record_scenario(r: Record, mode: str, formula: Formula, gc_phases: int = 6) 
                 else Strategy("all-at-once"))
     spec = ClusterSpec(hosts=r.hosts, osds_per_host=r.osds_per_host, pool_size=r.pool_size,
                        pgs_per_osd=r.replicas_per_osd, clients=r.clients, client_rate=r.client_rate)
-    behaviour = RestartBehaviour(repeer_fraction=formula.repeer_fraction, downtime_s=max(0.2, down))
+    behaviour = RestartBehaviour(repeer_fraction=formula.repeer_fraction, race_fraction=formula.race_fraction,
+                                 downtime_s=max(0.2, down))
     table = TableConfig(max=r.max, timeouts=Timeouts(time_wait=r.time_wait), dump_every_s=LAB_DUMP_EVERY_S)
     sc = Scenario(cluster=spec, table=table, strategy=strategy, behaviour=behaviour, gc_phases=gc_phases,
                   name=f"{r.shape_id}/{r.scenario}", formula=formula)
@@ -354,15 +358,19 @@ def _grid(recs: list[Record], formula: Formula, name: str, grid: tuple[float, ..
 
 
 def fit_burst(records: Iterable[Record], formula: Formula) -> Formula:
-    """The restart's two fitted behaviours, from the measured peaks of the restarts that did not overflow
-    (an overflowing one peaks at the limit, whatever the model): faults per op (the clients' reconnect loop)
-    on the whole-host restarts, then the re-opened share of the OSDs that stay up on the one-by-one ones.
-    Whether many light clients loop is decided here, by the measurements."""
+    """The restart's fitted behaviours, from the measured peaks of the restarts that did not overflow (an
+    overflowing one peaks at the limit, whatever the model): on the whole-host restarts the connection-race
+    share and the faults per op (the clients' reconnect loop), by turns (race with no loop, the loop given
+    the race, the race again); then on the one-by-one restarts the re-opened share of the OSDs that stay up.
+    Whether many light or busy clients loop is decided here, by the measurements."""
     recs = [r for r in records if r.restart and not r.overflow]
     whole = [r for r in recs if r.scenario != "one-by-one"]
-    formula = dataclasses.replace(formula, fault_per_op=_grid(whole, formula, "fault_per_op", FAULT_GRID))
+    f = dataclasses.replace(formula, fault_per_op=0.0)
+    f = dataclasses.replace(f, race_fraction=_grid(whole, f, "race_fraction", RACE_GRID))
+    f = dataclasses.replace(f, fault_per_op=_grid(whole, f, "fault_per_op", FAULT_GRID))
+    f = dataclasses.replace(f, race_fraction=_grid(whole, f, "race_fraction", RACE_GRID))
     steps = [r for r in recs if r.scenario == "one-by-one"]
-    return dataclasses.replace(formula, repeer_fraction=_grid(steps, formula, "repeer_fraction", REPEER_GRID))
+    return dataclasses.replace(f, repeer_fraction=_grid(steps, f, "repeer_fraction", REPEER_GRID))
 
 
 def fit(records: Iterable[Record], prior: Formula | None = None) -> Formula:

@@ -22,6 +22,7 @@ inventory gives 184 for it (tested).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from dataclasses import dataclass
 
 from ctguard.errors import BadInput
@@ -58,7 +59,7 @@ class Formula:
 
     hb_conns: float = 4.0  # entries per remote heartbeat peer of an OSD
     peer_conns: float = 1.0  # entries per remote PG peer (cluster messenger session)
-    local_per_pair: float = 4.0  # entries per pair of neighbouring OSDs on the host
+    local_per_pair: float = 4.0  # entries per pair of OSDs on the host
     mon_mgr: float = 2.0  # entries per OSD: its mon and mgr sessions
     client_osds: float = 1.0  # sessions of one client with one OSD of the host (share of OSDs it talks to)
     # faults per op a client sends to a not-serving OSD (each fault: one more TIME_WAIT entry, the loop);
@@ -67,6 +68,9 @@ class Formula:
     # at every restart step the host's OSDs that stay up re-open this share of their OSD<->OSD sessions
     # (RestartBehaviour.repeer_fraction's default)
     repeer_fraction: float = 0.25
+    # share of a restarted OSD's OSD<->OSD sessions opened from both ends at once when it comes back: msgr2
+    # keeps one (lossless_peer connection race), the other closes into TIME_WAIT
+    race_fraction: float = 0.0
 
     def as_dict(self) -> dict[str, float]:
         return {k: round(float(v), 4) for k, v in dataclasses.asdict(self).items()}
@@ -74,7 +78,7 @@ class Formula:
 
 # Fitted across the lab sweep by calibrate.fit_formula (least squares over every shape's measured inventory);
 # tests/unit/test_simulate_calibration.py refits and checks these numbers. Theory until the sweep is in.
-FITTED = Formula(hb_conns=4.1397, peer_conns=0.9383, local_per_pair=6.619, mon_mgr=2.0, client_osds=0.9, fault_per_op=0.1, repeer_fraction=0.45)
+FITTED = Formula(hb_conns=4.173, peer_conns=0.921, local_per_pair=3.8376, mon_mgr=2.0, client_osds=0.9507, fault_per_op=0.0, repeer_fraction=0.15, race_fraction=0.2)
 
 
 @dataclass(frozen=True)
@@ -109,6 +113,7 @@ class RestartBehaviour:
     rst_fraction: float = 0.1
     lossless_active_fraction: float = 0.25
     repeer_fraction: float = FITTED.repeer_fraction
+    race_fraction: float = FITTED.race_fraction
     syn_retry_s: float = 1.0  # a dropped SYN is retried after 1 s (tcp_syn_linear_timeouts, §3)
     reassert_s: float = 4.0  # marked down -> booted again once its messages pass (lab: drops end 62 s, boot 66 s)
 
@@ -157,7 +162,10 @@ class HostConns:
         return self.osds * self.per_osd + self.local_conns
 
     def local_pairs(self) -> list[tuple[int, int]]:
-        return [(i, i + 1) for i in range(min(self.hb_local_pairs, max(0, self.osds - 1)))]
+        """The host's OSD pairs with local connections: every pair (the sweep measured ~4 entries per pair
+        of OSDs on a host, 2.7-5 on 2 to 6 OSDs per host), up to hb_local_pairs of them."""
+        pairs = list(itertools.combinations(range(self.osds), 2))
+        return pairs[:max(0, self.hb_local_pairs)]
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -229,7 +237,9 @@ def _mesh(hosts: int, osds_per_host: int, pgs_per_osd: float, pool_size: int,
     slots = pgs_per_osd * (pool_size - 1)
     pg_peers = distinct_peers(slots, remote)
     hb_remote, _ = heartbeat_peers(hosts, osds_per_host, pgs_per_osd, pool_size, opts)
-    return pg_peers, hb_remote, max(0, osds_per_host - 1)
+    # local entries grow with every pair of the host's OSDs, not with neighbours only (sweep: 5 entries on
+    # 2 OSDs, 26-32 on 4-5, 63 on 6)
+    return pg_peers, hb_remote, osds_per_host * (osds_per_host - 1) // 2
 
 
 def host_conns(

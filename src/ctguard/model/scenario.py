@@ -143,7 +143,8 @@ class Scenario:
         b = self.behaviour
         if b.lossy_retry_s <= 0 or b.downtime_s <= 0 or b.ramp_s <= 0 or b.syn_retry_s <= 0:
             raise BadInput("behaviour: lossy_retry_s, downtime_s, ramp_s and syn_retry_s must be > 0")
-        for name in ("client_active_fraction", "rst_fraction", "repeer_fraction", "lossless_active_fraction"):
+        for name in ("client_active_fraction", "rst_fraction", "repeer_fraction", "lossless_active_fraction",
+                     "race_fraction"):
             if not 0 <= getattr(b, name) <= 1:
                 raise BadInput(f"behaviour: {name} must be between 0 and 1")
         if self.other_entries < 0:

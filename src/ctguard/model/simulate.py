@@ -90,6 +90,7 @@ class _Ramp:
     infra: float  # entries per second
     clients: float
     owner: int | None
+    races: float = 0.0  # entries per second of sessions opened twice at once: one closes (TIME_WAIT)
 
 
 @dataclass(frozen=True)
@@ -245,11 +246,12 @@ class HostSim:
             o.impaired_since = o.served_at = None
         # the sessions re-open when the OSD is bound again (local pairs: shared by the step)
         per_local = local / len(ids)
+        race = self.b.race_fraction * (self.c.osd_osd_per_osd + per_local)
         for i in ids:
             t_up = self.osds[i].t_up
             self.ramps.append(_Ramp(t_up, t_up + self.b.ramp_s,
                                     (self.c.infra_per_osd + per_local) / self.b.ramp_s,
-                                    self.c.clients / self.b.ramp_s, i))
+                                    self.c.clients / self.b.ramp_s, i, race / self.b.ramp_s))
         self.steps_done.append((t, ids))
         self.last_kill = t
         self.active = [o for o in self.osds if o.phase != "up" or o.idx in sel
@@ -326,6 +328,9 @@ class HostSim:
                 requests.append((Kind.OPEN, n_inf + n_cli))
                 book.append((ramp.owner, "infra", n_inf))
                 book.append((ramp.owner, "clients", n_cli))
+                if ramp.races > 0:
+                    # the losing side of a connection race: nobody retries it (the other one won)
+                    requests.append((Kind.TIME_WAIT, ramp.races * (hi - lo)))
         if self.pending_host > EPS:
             n = self.pending_host * backoff(None)
             self.pending_host -= n
@@ -460,13 +465,15 @@ class HostSim:
         due = [r for r in self.ramps if r.t0 <= t + 1e-9 and not (busy and r.clients > 0)]
         if not due:
             return
-        total = sum((r.infra + r.clients) * (r.t1 - max(t, r.t0)) for r in due)
+        total = sum((r.infra + r.clients + r.races) * (r.t1 - max(t, r.t0)) for r in due)
         if self.table.count + total > self.cfg.max - 1.0:
             return
         for r in due:
             span = r.t1 - max(t, r.t0)
             n_inf, n_cli = r.infra * span, r.clients * span
             self.table.insert(Kind.OPEN, n_inf + n_cli, t, r.t1)
+            if r.races > 0:
+                self.table.insert(Kind.TIME_WAIT, r.races * span, t, r.t1)
             if r.owner is not None:
                 self.osds[r.owner].live_clients += n_cli
         done = {id(r) for r in due}
