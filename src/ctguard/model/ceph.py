@@ -78,7 +78,7 @@ class Formula:
 
 # Fitted across the lab sweep by calibrate.fit_formula (least squares over every shape's measured inventory);
 # tests/unit/test_simulate_calibration.py refits and checks these numbers. Theory until the sweep is in.
-FITTED = Formula(hb_conns=4.173, peer_conns=0.921, local_per_pair=3.8376, mon_mgr=2.0, client_osds=0.9507, fault_per_op=0.0, repeer_fraction=0.15, race_fraction=0.2)
+FITTED = Formula(hb_conns=4.1724, peer_conns=0.9171, local_per_pair=3.6593, mon_mgr=2.0, client_osds=0.9467, fault_per_op=0.0, repeer_fraction=0.15, race_fraction=0.2)
 
 
 @dataclass(frozen=True)
