@@ -178,7 +178,7 @@ def build_scenario(params: dict[str, Any], proc_root: str, ns_name: str | None, 
             from ctguard.table.status import table_status
 
             try:
-                st = table_status(ns, breakdown=True, state_dir=None, proc_root=proc_root)
+                st = table_status(ns, breakdown=True, inventory=True, state_dir=None, proc_root=proc_root)
             except CtguardError:
                 st = None
             if st is not None and st.breakdown is not None:

@@ -124,7 +124,7 @@ def status(netns_name: str | None, netns_pid: int | None, breakdown: bool, windo
            proc_root: str) -> None:
     ns = target_netns(netns_name, netns_pid)
     st = _status.table_status(
-        ns, breakdown=breakdown, roles=make_roles(mon_ports, osd_ports), state_dir=state_dir,
+        ns, breakdown=breakdown, roles=make_roles(mon_ports, osd_ports), inventory=breakdown, state_dir=state_dir,
         proc_root=proc_root, window=window, thresholds=Thresholds(warn_fill=warn_fill, crit_fill=crit_fill))
     if as_json:
         print_json(st.to_json(), _status.SCHEMA)

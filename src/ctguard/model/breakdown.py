@@ -82,7 +82,11 @@ class Accumulator:
     """Feed it dump batches; `result()` gives the Breakdown. Memory is bounded by distinct keys: endpoints
     are only counted where they are a local socket's (the socket table is read before the dump)."""
 
-    def __init__(self, roles: PortRoles, sockets: SocketTable) -> None:
+    def __init__(self, roles: PortRoles, sockets: SocketTable, inventory: bool = False) -> None:
+        # inventory: also count the Ceph entries by address pair (what `simulate`/`plan` need): one more
+        # pass per Ceph entry, so only when asked (status --breakdown, simulate/plan), not for the exporter's
+        # or the restart gates' dumps
+        self.want_inventory = inventory
         self._role_of = roles.table()
         self.sockets = sockets
         # Endpoints worth counting: connected local sockets (original source of outbound entries) and
@@ -156,12 +160,8 @@ class Accumulator:
         dst = memoryview(c.column(3, 4)).cast("I")
         self.addr_ints.update(src)
         self.addr_ints.update(dst)
-        code = self._code.__getitem__
-        dcode, scode = list(map(code, dports)), list(map(code, sports))
-        states = c.column(11, 1) if c.proto == 6 else repeat(_ESTABLISHED)
-        # not strict: a non-TCP buffer's state is an endless repeat()
-        keys = zip(src, dst, scode, dcode, states, strict=False)
-        self.ceph_pairs.update(compress(keys, map(or_, dcode, scode)))
+        if self.want_inventory:
+            self._pairs_columns(c, src, dst, sports, dports)
         if self._connected_int:
             self.src_ep_int.update(filter(self._connected_int.__contains__, _endpoints(c, 2, 4)))
         if self._listening_int:
@@ -177,13 +177,39 @@ class Accumulator:
         self.dst_ep.update(filter(self._listening.__contains__, map(layout.dst_ep, rows)))
         self.addrs.update(map(layout.src, rows))
         self.addrs.update(map(layout.dst, rows))
+        if self.want_inventory:
+            code = self._code.__getitem__
+            dcode = list(map(code, map(layout.dport, rows)))
+            scode = list(map(code, map(layout.sport, rows)))
+            idx = list(compress(range(len(rows)), map(or_, dcode, scode)))  # the Ceph entries only
+            if idx:
+                sel = [rows[i] for i in idx]
+                states = [st if p == 6 else _ESTABLISHED for p, st in zip(map(layout.proto, sel),
+                                                                          map(layout.state, sel), strict=True)]
+                self.ceph_pairs.update(zip(map(layout.src, sel), map(layout.dst, sel), map(scode.__getitem__, idx),
+                                           map(dcode.__getitem__, idx), states, strict=True))
+
+    def _pairs_columns(self, c: Columns, src: memoryview, dst: memoryview, sports: memoryview,
+                       dports: memoryview) -> None:
+        """Ceph entries of a column buffer by (src, dst, roles, state). Few Ceph entries: their indices
+        first, so the rest cost three C-level passes; mostly Ceph: one zip over all, filtered (cheaper than
+        indexing each column)."""
         code = self._code.__getitem__
-        dcode = list(map(code, map(layout.dport, rows)))
-        scode = list(map(code, map(layout.sport, rows)))
-        states = [st if p == 6 else _ESTABLISHED for p, st in zip(map(layout.proto, rows),
-                                                                  map(layout.state, rows), strict=True)]
-        self.ceph_pairs.update(compress(zip(map(layout.src, rows), map(layout.dst, rows), scode, dcode, states,
-                                            strict=True), map(or_, dcode, scode)))
+        dcode, scode = bytes(map(code, dports)), bytes(map(code, sports))
+        mask = bytes(map(or_, dcode, scode))
+        n = c.k - mask.count(0)
+        if n == 0:
+            return
+        tcp = c.proto == 6
+        if n * 4 > c.k:
+            states = c.column(11, 1) if tcp else repeat(_ESTABLISHED)
+            # not strict: a non-TCP buffer's state is an endless repeat()
+            self.ceph_pairs.update(compress(zip(src, dst, scode, dcode, states, strict=False), mask))
+            return
+        idx = list(compress(range(c.k), mask))
+        states = map(c.column(11, 1).__getitem__, idx) if tcp else repeat(_ESTABLISHED, len(idx))
+        self.ceph_pairs.update(zip(map(src.__getitem__, idx), map(dst.__getitem__, idx),
+                                   map(scode.__getitem__, idx), map(dcode.__getitem__, idx), states, strict=True))
 
     def _top_peers(self) -> tuple[Peer, ...]:
         """Top remote addresses. IPv4 ones are counted as integers (the column path's keys; the row path's
@@ -230,7 +256,7 @@ class Accumulator:
             by_role[rd if rd != OTHER else rs] += n
         daemons, unattributed = self._owners()
         top = self._top_peers()
-        inventory = self._inventory(by_role[OTHER])
+        inventory = self._inventory(by_role[OTHER]) if self.want_inventory else None
         return Breakdown(
             total=self.total,
             assured=assured,
@@ -270,8 +296,8 @@ class Accumulator:
 
 
 def breakdown(batches: Iterable[Batch | Columns | list[Entry]], sockets: SocketTable,
-              roles: PortRoles | None = None) -> Breakdown:
-    acc = Accumulator(roles or PortRoles(), sockets)
+              roles: PortRoles | None = None, inventory: bool = True) -> Breakdown:
+    acc = Accumulator(roles or PortRoles(), sockets, inventory=inventory)
     for b in batches:
         if isinstance(b, Batch | Columns):
             acc.feed_batch(b)
