@@ -202,14 +202,14 @@ class Accumulator:
             return
         tcp = c.proto == 6
         if n * 4 > c.k:
-            states = c.column(11, 1) if tcp else repeat(_ESTABLISHED)
+            every: Iterable[int] = c.column(11, 1) if tcp else repeat(_ESTABLISHED)
             # not strict: a non-TCP buffer's state is an endless repeat()
-            self.ceph_pairs.update(compress(zip(src, dst, scode, dcode, states, strict=False), mask))
+            self.ceph_pairs.update(compress(zip(src, dst, scode, dcode, every, strict=False), mask))
             return
         idx = list(compress(range(c.k), mask))
-        states = map(c.column(11, 1).__getitem__, idx) if tcp else repeat(_ESTABLISHED, len(idx))
+        some: Iterable[int] = map(c.column(11, 1).__getitem__, idx) if tcp else repeat(_ESTABLISHED, len(idx))
         self.ceph_pairs.update(zip(map(src.__getitem__, idx), map(dst.__getitem__, idx),
-                                   map(scode.__getitem__, idx), map(dcode.__getitem__, idx), states, strict=True))
+                                   map(scode.__getitem__, idx), map(dcode.__getitem__, idx), some, strict=True))
 
     def _top_peers(self) -> tuple[Peer, ...]:
         """Top remote addresses. IPv4 ones are counted as integers (the column path's keys; the row path's
