@@ -78,7 +78,7 @@ class Formula:
 
 # Fitted across the lab sweep by calibrate.fit_formula (least squares over every shape's measured inventory);
 # tests/unit/test_simulate_calibration.py refits and checks these numbers. Theory until the sweep is in.
-FITTED = Formula(hb_conns=4.1724, peer_conns=0.9171, local_per_pair=3.6593, mon_mgr=2.0, client_osds=0.9467, fault_per_op=0.0, repeer_fraction=0.15, race_fraction=0.2)
+FITTED = Formula(hb_conns=4.1634, peer_conns=0.9444, local_per_pair=3.7091, mon_mgr=2.0, client_osds=0.953, fault_per_op=0.03, repeer_fraction=0.3, race_fraction=0.1)
 
 
 @dataclass(frozen=True)
@@ -163,7 +163,7 @@ class HostConns:
 
     def local_pairs(self) -> list[tuple[int, int]]:
         """The host's OSD pairs with local connections: every pair (the sweep measured ~4 entries per pair
-        of OSDs on a host, 2.7-5 on 2 to 6 OSDs per host), up to hb_local_pairs of them."""
+        of OSDs on a host, 2.5-5 on 2 to 6 OSDs per host), up to hb_local_pairs of them."""
         pairs = list(itertools.combinations(range(self.osds), 2))
         return pairs[:max(0, self.hb_local_pairs)]
 
@@ -238,7 +238,7 @@ def _mesh(hosts: int, osds_per_host: int, pgs_per_osd: float, pool_size: int,
     pg_peers = distinct_peers(slots, remote)
     hb_remote, _ = heartbeat_peers(hosts, osds_per_host, pgs_per_osd, pool_size, opts)
     # local entries grow with every pair of the host's OSDs, not with neighbours only (sweep: 5 entries on
-    # 2 OSDs, 26-32 on 4-5, 63 on 6)
+    # 2 OSDs, 15-32 on 4-5, 63 on 6)
     return pg_peers, hb_remote, osds_per_host * (osds_per_host - 1) // 2
 
 
