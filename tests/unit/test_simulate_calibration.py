@@ -120,7 +120,8 @@ def test_fitted_constants_are_the_fit_across_the_sweep() -> None:
     """ceph.FITTED is what the fit on every shape gives: the shipped constants are never hand-tuned."""
     got = calibrate.fit(RECORDS).as_dict()
     for k, v in FITTED.as_dict().items():
-        assert got[k] == pytest.approx(v, rel=0.02, abs=1e-3), (k, got[k], v)
+        assert got[k] == pytest.approx(v, rel=0.02, abs=1e-3), \
+            (k, got[k], v, "refit: python -m ctguard.model.calibrate --fitted src/ctguard/model/ceph.py")
 
 
 @pytest.mark.skipif(not ENOUGH, reason=f"fewer than 3 lab shapes under {SWEEP} and {DATA}")
@@ -197,6 +198,16 @@ def test_fit_formula_recovers_known_constants() -> None:
         assert fitted == pytest.approx(r.inventory.osd_osd, rel=0.03)
     assert got.local_per_pair == pytest.approx(5.5, rel=0.05) and got.mon_mgr == pytest.approx(2.5, rel=0.05)
     assert got.client_osds == pytest.approx(0.6, rel=0.05)
+
+
+def test_fitted_line_rewrite() -> None:
+    from ctguard.model.ceph import Formula
+
+    src = "x = 1\nFITTED = Formula(hb_conns=4.0)\ny = 2\n"
+    out = calibrate.replace_fitted(src, Formula(hb_conns=3.5))
+    assert "FITTED = Formula(hb_conns=3.5, peer_conns=1.0" in out and out.endswith("y = 2\n")
+    with pytest.raises(BadInput):
+        calibrate.replace_fitted("nothing", Formula())
 
 
 def test_docs_table_markers() -> None:

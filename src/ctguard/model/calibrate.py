@@ -460,15 +460,31 @@ def replace_table(doc: str, table: str) -> str:
     return doc[:a + len(TABLE_BEGIN)] + "\n" + table + "\n" + doc[b:]
 
 
+def replace_fitted(source: str, formula: Formula) -> str:
+    """`source` (model/ceph.py) with its `FITTED = Formula(...)` line set to `formula`."""
+    import re
+
+    args = ", ".join(f"{k}={v!r}" for k, v in formula.as_dict().items())
+    out, n = re.subn(r"^FITTED = Formula\([^)]*\)$", f"FITTED = Formula({args})", source, flags=re.M)
+    if n != 1:
+        raise BadInput("no `FITTED = Formula(...)` line")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
-    """`python -m ctguard.model.calibrate [--docs FILE] [SWEEP_DIR] [LAB_DIR]`: the fit on every shape and
-    the leave-one-shape-out table (what docs/simulate.md prints; --docs writes it between the markers)."""
+    """`python -m ctguard.model.calibrate [--docs FILE] [--fitted FILE] [SWEEP_DIR] [LAB_DIR]`: the fit on every
+    shape and the leave-one-shape-out table (what docs/simulate.md prints). --docs writes the table between
+    the markers, --fitted the fit into model/ceph.py's FITTED (what the tests check after new sweep data)."""
     import sys
 
     args = list(sys.argv[1:] if argv is None else argv)
-    docs = None
-    if args[:1] == ["--docs"] and len(args) > 1:
-        docs, args = args[1], args[2:]
+    docs = fitted = None
+    while args[:1] in (["--docs"], ["--fitted"]) and len(args) > 1:
+        if args[0] == "--docs":
+            docs = args[1]
+        else:
+            fitted = args[1]
+        args = args[2:]
     sweep_dir = args[0] if args else "data/lab/sweep"
     lab_dir = args[1] if len(args) > 1 else "data/lab"
     try:
@@ -478,7 +494,13 @@ def main(argv: list[str] | None = None) -> int:
         return 3
     shapes = sorted({r.shape_id for r in recs})
     print(f"{len(recs)} records, {len(shapes)} shapes: {', '.join(shapes)}")
-    print(f"fitted on every shape: {fit(recs).as_dict()}")
+    every = fit(recs)
+    print(f"fitted on every shape: {every.as_dict()}")
+    if fitted is not None:
+        with open(fitted, encoding="utf-8") as f:
+            text = f.read()
+        with open(fitted, "w", encoding="utf-8") as f:
+            f.write(replace_fitted(text, every))
     folds = leave_one_shape_out(recs)
     table = table_markdown(folds)
     print(table)
