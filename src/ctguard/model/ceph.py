@@ -3,9 +3,10 @@
 Defaults and sources (ceph/ceph src/common/options/global.yaml.in@001c8347, src/ceph_osd.cc policies,
 OSD::maybe_update_heartbeat_peers; summarised in anchors-features.md §0 and §4.7):
 
-* Heartbeats: every OSD pings its PG peers plus the next and previous up OSD, filled up to
-  ``osd_heartbeat_min_peers`` (10). Each OSD opens its own front and back connection to each peer, so a
-  heartbeat pair costs 4 TCP connections (both ends initiate), every ``osd_heartbeat_interval`` (6 s).
+* Heartbeats: every OSD pings the peers of the PGs it is primary for, the next and previous up OSD and one
+  OSD per other host, filled up to ``osd_heartbeat_min_peers`` (10) (`heartbeat_peers`). Each OSD opens its
+  own front and back connection to each peer, so a heartbeat pair costs 4 TCP connections (both ends
+  initiate), every ``osd_heartbeat_interval`` (6 s).
 * OSD<->OSD replication: one ``lossless_peer`` session per pair of OSDs that share PGs. A faulted lossless
   session reconnects with backoff ``ms_initial_backoff`` 0.2 s doubling to ``ms_max_backoff`` 15 s.
 * One session to a monitor and one to the active mgr per OSD.
@@ -15,8 +16,9 @@ OSD::maybe_update_heartbeat_peers; summarised in anchors-features.md §0 and §4
   the count (5-6 k per 8-OSD host in the 2014 incident).
 * A local connection (both ends on the host) costs one entry, not two (kernel-conntrack.md §1).
 
-The lab (ceph-lab.md §4, 3 hosts x 4 OSDs, 64 PGs, one client) measured ~180-196 entries per host; this
-inventory gives 184 for it (tested).
+How many entries each kind costs (`Formula`) is fitted across the lab sweep (data/lab/sweep/, 11 shapes of
+4-20 OSDs); the lab's 3 x 4 host (ceph-lab.md §4, 64 PGs, one client) measured ~180-198 entries, the fitted
+formula gives 181 (tested). A host's measured inventory (`from_inventory`) replaces the formula altogether.
 """
 
 from __future__ import annotations
