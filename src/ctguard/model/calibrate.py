@@ -420,14 +420,15 @@ def table_markdown(folds: Iterable[Fold]) -> str:
 
 
 def load_records(sweep_dir: str, lab_dir: str | None = None) -> list[Record]:
-    """Every sweep record under `sweep_dir` (*.jsonl) and, with `lab_dir`, the recorded 3 x 4 runs
+    """Every sweep record under `sweep_dir` (*.jsonl, subdirectories too) and, with `lab_dir`, the recorded 3 x 4 runs
     (`lab_dir`/<run>/run.json + <scenario>.jsonl) as one more shape. BadInput names the file and line."""
     import glob
     import json
     import os
 
     out: list[Record] = []
-    for path in sorted(glob.glob(os.path.join(sweep_dir, "*.jsonl"))):
+    # repeats of a shape (e.g. sweep/repeat/<id>.jsonl) are more records of that shape
+    for path in sorted(glob.glob(os.path.join(sweep_dir, "**", "*.jsonl"), recursive=True)):
         with open(path, encoding="utf-8") as f:
             for i, line in enumerate(f, 1):
                 if line.strip():
