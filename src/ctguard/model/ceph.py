@@ -80,7 +80,7 @@ class Formula:
 
 # Fitted across the lab sweep by calibrate.fit_formula (least squares over every shape's measured inventory);
 # tests/unit/test_simulate_calibration.py refits and checks these numbers. Theory until the sweep is in.
-FITTED = Formula(hb_conns=4.1436, peer_conns=0.941, local_per_pair=3.5696, mon_mgr=2.0, client_osds=0.963, fault_per_op=0.03, repeer_fraction=0.3, race_fraction=0.1)
+FITTED = Formula(hb_conns=4.1391, peer_conns=0.9499, local_per_pair=3.3433, mon_mgr=2.0, client_osds=0.9242, fault_per_op=0.01, repeer_fraction=0.3, race_fraction=0.1)
 
 
 @dataclass(frozen=True)
