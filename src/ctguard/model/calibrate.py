@@ -133,7 +133,8 @@ FAULT_GRID = (0.0, 0.01, 0.03, 0.1, 0.3, 1.0)  # candidate faults per op (Formul
 # recorded in data/lab/ (0.56-1.96 s); BlueStore OSDs take ~3 s more to exit and mount (ceph-lab.md §4)
 LAB_DOWNTIME_S = {"memstore": 1.1, "bluestore": 4.0}
 REPEER_GRID = (0.0, 0.15, 0.3, 0.45, 0.6, 0.8, 1.0)
-RACE_GRID = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)  # candidate connection-race shares (Formula.race_fraction)  # candidate re-opened shares (Formula.repeer_fraction)
+RACE_GRID = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)  # candidate connection-race shares (Formula.race_fraction)
+WIDTH_GRID = (0.0, 1.0, 2.0, 3.0)  # candidate exponents of the race share's growth with 3 / width  # candidate re-opened shares (Formula.repeer_fraction)
 
 
 @dataclass(frozen=True)
@@ -342,6 +343,19 @@ def fit_formula(records: Iterable[Record], prior: Formula | None = None) -> Form
                                client_osds=client)
 
 
+_PREDICTIONS: dict[tuple[int, tuple[float, ...]], float] = {}
+
+
+def _error(r: Record, formula: Formula) -> float:
+    """|relative error| of the mode-`measured` peak (one GC phase), memoised: folds share the grid's runs
+    (the burst grids run on the prior inventory constants, which a measured inventory does not use but for
+    how a down OSD's peers knock)."""
+    key = (id(r), tuple(dataclasses.astuple(formula)))
+    if key not in _PREDICTIONS:
+        _PREDICTIONS[key] = abs(predict(r, "measured", formula, gc_phases=1).error)
+    return _PREDICTIONS[key]
+
+
 def _grid(recs: list[Record], formula: Formula, name: str, grid: tuple[float, ...]) -> float:
     """The grid value of `name` with the least mean relative peak error over `recs` in mode `measured`
     (ties: the first, i.e. the weaker effect)."""
@@ -350,7 +364,7 @@ def _grid(recs: list[Record], formula: Formula, name: str, grid: tuple[float, ..
     best: tuple[float, float] | None = None
     for v in grid:
         fm = dataclasses.replace(formula, **{name: v})
-        err = sum(abs(predict(r, "measured", fm, gc_phases=1).error) for r in recs) / len(recs)
+        err = sum(_error(r, fm) for r in recs) / len(recs)
         if best is None or err < best[0] - 1e-9:
             best = (err, v)
     assert best is not None
@@ -360,17 +374,23 @@ def _grid(recs: list[Record], formula: Formula, name: str, grid: tuple[float, ..
 def fit_burst(records: Iterable[Record], formula: Formula) -> Formula:
     """The restart's fitted behaviours, from the measured peaks of the restarts that did not overflow (an
     overflowing one peaks at the limit, whatever the model): on the whole-host restarts the connection-race
-    share and the faults per op (the clients' reconnect loop), by turns (race with no loop, the loop given
-    the race, the race again); then on the one-by-one restarts the re-opened share of the OSDs that stay up.
-    Whether many light or busy clients loop is decided here, by the measurements."""
+    share, its growth with narrower pools and the faults per op (the clients' reconnect loop), by turns
+    (race with no loop, the width exponent, the race again, the loop, the race again); then on the one-by-one
+    restarts the re-opened share of the OSDs that stay up. Whether many light or busy clients loop is decided
+    here, by the measurements."""
     recs = [r for r in records if r.restart and not r.overflow]
     whole = [r for r in recs if r.scenario != "one-by-one"]
-    f = dataclasses.replace(formula, fault_per_op=0.0)
+    steps = [r for r in recs if r.scenario == "one-by-one"]
+    prior = Formula()
+    f = dataclasses.replace(prior, fault_per_op=0.0, race_width_exp=0.0)
+    f = dataclasses.replace(f, race_fraction=_grid(whole, f, "race_fraction", RACE_GRID))
+    f = dataclasses.replace(f, race_width_exp=_grid(whole, f, "race_width_exp", WIDTH_GRID))
     f = dataclasses.replace(f, race_fraction=_grid(whole, f, "race_fraction", RACE_GRID))
     f = dataclasses.replace(f, fault_per_op=_grid(whole, f, "fault_per_op", FAULT_GRID))
     f = dataclasses.replace(f, race_fraction=_grid(whole, f, "race_fraction", RACE_GRID))
-    steps = [r for r in recs if r.scenario == "one-by-one"]
-    return dataclasses.replace(f, repeer_fraction=_grid(steps, f, "repeer_fraction", REPEER_GRID))
+    f = dataclasses.replace(f, repeer_fraction=_grid(steps, f, "repeer_fraction", REPEER_GRID))
+    return dataclasses.replace(formula, race_fraction=f.race_fraction, race_width_exp=f.race_width_exp,
+                               fault_per_op=f.fault_per_op, repeer_fraction=f.repeer_fraction)
 
 
 def fit(records: Iterable[Record], prior: Formula | None = None) -> Formula:

@@ -73,6 +73,9 @@ class Formula:
     # share of a restarted OSD's OSD<->OSD sessions opened from both ends at once when it comes back: msgr2
     # keeps one (lossless_peer connection race), the other closes into TIME_WAIT
     race_fraction: float = 0.0
+    # how the race share grows as the pool narrows: x (3 / width) ** this (0: not at all). Empirical: the
+    # sweep's size-2 pools burst 2.32-2.41x with one client against 2.08-2.36x for size 3
+    race_width_exp: float = 0.0
 
     def as_dict(self) -> dict[str, float]:
         return {k: round(float(v), 4) for k, v in dataclasses.asdict(self).items()}
@@ -80,7 +83,7 @@ class Formula:
 
 # Fitted across the lab sweep by calibrate.fit_formula (least squares over every shape's measured inventory);
 # tests/unit/test_simulate_calibration.py refits and checks these numbers. Theory until the sweep is in.
-FITTED = Formula(hb_conns=4.1391, peer_conns=0.9499, local_per_pair=3.3433, mon_mgr=2.0, client_osds=0.9242, fault_per_op=0.01, repeer_fraction=0.3, race_fraction=0.1)
+FITTED = Formula(hb_conns=4.1391, peer_conns=0.9499, local_per_pair=3.3433, mon_mgr=2.0, client_osds=0.9242, fault_per_op=0.0, repeer_fraction=0.3, race_fraction=0.1, race_width_exp=2.0)
 
 
 @dataclass(frozen=True)

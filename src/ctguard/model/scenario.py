@@ -96,10 +96,15 @@ class Scenario:
                           formula=self.formula)
 
     def effective_behaviour(self) -> RestartBehaviour:
-        """The behaviour, with the clients' activity from their op rate when it is given: a session faults
-        (and its client re-opens it) at most once per op sent to a not-serving OSD, `formula.fault_per_op`
-        times per op (fitted across the sweep: whether light clients loop is measured, not assumed)."""
+        """The behaviour for this cluster: the connection-race share for the pool's width (the fitted
+        `race_fraction` is a width-3 pool's; narrower pools measured more, `formula.race_width_exp`), and
+        the clients' activity from their op rate when it is given: a session faults (and its client re-opens
+        it) at most once per op sent to a not-serving OSD, `formula.fault_per_op` times per op (fitted across
+        the sweep: whether light clients loop is measured, not assumed)."""
         c, b = self.cluster, self.behaviour
+        if self.formula.race_width_exp and b.race_fraction > 0:
+            scale = (3.0 / max(1, c.width)) ** self.formula.race_width_exp
+            b = dataclasses.replace(b, race_fraction=min(1.0, b.race_fraction * scale))
         if c.client_rate is not None:
             # one client's ops spread over the OSDs it holds sessions with
             per_session = c.client_rate / max(1.0, c.hosts * c.osds_per_host * self.formula.client_osds)
