@@ -74,7 +74,7 @@ class Formula:
     # keeps one (lossless_peer connection race), the other closes into TIME_WAIT
     race_fraction: float = 0.0
     # how the race share grows as the pool narrows: x (3 / width) ** this (0: not at all). Empirical: the
-    # sweep's size-2 pools burst 2.32-2.41x with one client against 2.08-2.36x for size 3
+    # sweep's size-2 pools burst 2.32-2.41x with one client against 2.11-2.32x for size 3
     race_width_exp: float = 0.0
 
     def as_dict(self) -> dict[str, float]:
