@@ -190,7 +190,7 @@ class HostSim:
         """OSD<->OSD sessions the host's staying OSDs re-open at a step: `repeer_fraction` of theirs, in
         proportion to the share of the host's other OSDs the step restarts. Over a whole one-by-one pass
         that is repeer_fraction x the host's OSD<->OSD sessions, whatever the OSD count: what the lab sweep
-        measured (one-by-one 2.25-2.8x baseline on 2 to 6 OSDs per host against 2.1-2.4x all at once). The
+        measured (one-by-one 2.15-2.8x baseline on 2 to 6 OSDs per host against 2.1-2.4x all at once). The
         mechanism (OSD::maybe_update_heartbeat_peers): the OSDs that pinged the restarted one drop it, fill
         their set to osd_heartbeat_min_peers with another (new connections), and drop that one again when it
         is back; so nothing changes in a cluster of at most min_peers + 1 OSDs."""
