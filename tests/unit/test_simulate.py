@@ -80,7 +80,7 @@ def test_lab_baseline_matches_measured() -> None:
 
 def test_lab_all_at_once_peaks_at_2_2_to_2_4x() -> None:
     h = _run(LAB, gc_phases=1).headline
-    # measured 2.2-2.3x (ceph-lab.md §4), 2.08-2.42x on the sweep's 19 shapes: within 10 % of that range
+    # measured 2.2-2.3x (ceph-lab.md §4), 2.08-2.42x on the sweep's 20 shapes: within 10 % of that range
     assert 0.9 * 2.08 <= h.peak_entries / h.baseline <= 1.1 * 2.42
     assert not h.overflow
 

@@ -100,7 +100,7 @@ def test_leave_one_shape_out_from_the_measured_inventory(shape: str) -> None:
 
 # Mode (b) predictions outside the bounds, each shown as FAIL in docs/simulate.md's table and named there.
 # The test fails when another one misses, and when one of these passes (then take it off here and there).
-SHAPE_ONLY_MISSES: set[tuple[str, str]] = set()
+SHAPE_ONLY_MISSES: set[tuple[str, str]] = {("2x5-s2-pg64-c10", "one-by-one")}
 
 
 @pytest.mark.skipif(not ENOUGH, reason=f"fewer than 3 lab shapes under {SWEEP} and {DATA}")
