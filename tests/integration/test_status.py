@@ -81,6 +81,10 @@ def test_breakdown_counts_exactly(testbed: Testbed, tmp_path: Path) -> None:
     assert sum(e for _, e in daemons.values()) == 11 and b["unattributed"] == 0
     assert b["ceph_daemon_entries"] == 9
     assert b["top_peers"][0] == {"address": CLI_IP, "entries": 11}
+    # by role for the model (docs/simulate.md): cli is reached on an OSD port, so it is an OSD host; its
+    # 2 closed sessions are closing, not churned; the mon's sessions are mon/mgr
+    assert b["inventory"] == {"osd_out": 1, "osd_in": 3, "local": 0, "client": 0, "mon_mgr": 3, "other": 2,
+                              "transient": 2}
     # the pids are the daemons' own (ip netns exec execs in place)
     assert daemons["osd.3"][0] == osd.pid and daemons["mon.a"][0] == mon.pid
 

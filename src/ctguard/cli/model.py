@@ -23,6 +23,7 @@ from ctguard.cli.common import (
 from ctguard.errors import BadInput, CannotRead, CommandFailed, CtguardError, Exit
 from ctguard.model import whatif
 from ctguard.model.ceph import RestartBehaviour
+from ctguard.model.inventory import Inventory
 from ctguard.model.plan import Current, make_plan, slab_entry_bytes
 from ctguard.model.scenario import ClusterSpec, Scenario, load
 from ctguard.model.simulate import STRATEGIES
@@ -68,6 +69,18 @@ def cluster_from_ceph(dump: Any, tree: Any, hostname: str | None = None) -> tupl
     return spec, mine
 
 
+def client_ops(conf: str | None) -> float | None:
+    """The clients' ops/s now (`ceph -s` pgmap read_op_per_sec + write_op_per_sec; absent keys: idle).
+    How busy the client sessions are decides whether a restart can start the reconnect loop; None (cannot
+    tell) keeps the model's worst case (every session busy)."""
+    try:
+        st = _ceph_json(["-s"], conf)
+        pgmap = st.get("pgmap") or {}
+        return float(pgmap.get("read_op_per_sec", 0) or 0) + float(pgmap.get("write_op_per_sec", 0) or 0)
+    except (CtguardError, AttributeError, TypeError, ValueError):
+        return None
+
+
 def _strategy_opts(f: Any) -> Any:
     for opt in reversed([
         click.option("--strategy", type=click.Choice(STRATEGIES), default=None,
@@ -93,7 +106,21 @@ def _cluster_opts(f: Any) -> Any:
         click.option("--conn-per-host", type=click.FloatRange(min=1), default=None,
                      help="Measured conntrack entries per host in steady state."),
         click.option("--clients-per-osd", type=click.FloatRange(min=0), default=None),
-        click.option("--pgs-per-osd", type=click.FloatRange(min=1), default=None),
+        click.option("--pgs-per-osd", type=click.FloatRange(min=1), default=None,
+                     help="PG replicas per OSD (pg_num x size / OSDs); or give --pg-num."),
+        click.option("--pg-num", type=click.IntRange(min=1), default=None, metavar="N",
+                     help="PGs of the pool (sets the PG replicas per OSD with --pool-size/--ec)."),
+        click.option("--pool-size", type=click.IntRange(min=1), default=None, metavar="N",
+                     help="Replicas per PG (default 3)."),
+        click.option("--ec", default=None, metavar="K+M",
+                     help="Erasure-coded pool: counts as size K+M (e.g. 4+2)."),
+        click.option("--clients", type=click.IntRange(min=0), default=None, metavar="N",
+                     help="Client instances (librados, RBD, ...); sessions from the fitted formula."),
+        click.option("--client-rate", type=click.FloatRange(min=0), default=None, metavar="OPS",
+                     help="Ops/s of each client: how busy their sessions are when an OSD restarts."),
+        click.option("--inventory", "inventory_file", type=click.Path(dir_okay=False), default=None,
+                     metavar="FILE", help="The host's measured entries by role: `ctguard status --breakdown "
+                     "--json` output, or a JSON object {osd_out, osd_in, local, client, mon_mgr, other}."),
         click.option("--max", "max_entries", type=click.IntRange(min=1), default=None,
                      help="nf_conntrack_max (default 262144)."),
         click.option("--buckets", type=click.IntRange(min=1), default=None),
@@ -111,6 +138,28 @@ def _cluster_opts(f: Any) -> Any:
     return _strategy_opts(f)
 
 
+def read_inventory(path: str) -> Inventory:
+    """A measured inventory: `status --breakdown --json` (its breakdown.inventory) or the bare object."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+    except FileNotFoundError as e:
+        raise BadInput(f"{path}: no such file") from e
+    except OSError as e:
+        raise BadInput(f"{path}: cannot read ({e.strerror})") from e
+    except json.JSONDecodeError as e:
+        raise BadInput(f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from e
+    if isinstance(doc, dict) and ("schema" in doc or "breakdown" in doc):
+        # a `status --json` document: its breakdown's inventory (only with --breakdown)
+        doc = (doc.get("breakdown") or {}).get("inventory") if isinstance(doc.get("breakdown") or {}, dict) else None
+    if not isinstance(doc, dict):
+        raise BadInput(f"{path}: no inventory (expected status --breakdown --json or a role -> entries object)")
+    try:
+        return Inventory.from_mapping(doc)
+    except BadInput as e:
+        raise BadInput(f"{path}: {e.message}") from e
+
+
 def build_scenario(params: dict[str, Any], proc_root: str, ns_name: str | None, ns_pid: int | None,
                    want_current: bool = False) -> tuple[Scenario, Current]:
     sc = load(params["scenario_file"]) if params.get("scenario_file") else Scenario(
@@ -123,63 +172,82 @@ def build_scenario(params: dict[str, Any], proc_root: str, ns_name: str | None, 
         ns = target_netns(ns_name, ns_pid)
         s = conntrack_settings(ns, proc_root)
         ceph_entries = None
+        inventory: Inventory | None = None
         if proc_root == "/proc":
             # who holds the entries: one netlink dump (root); the counts alone suffice without it
             from ctguard.table.status import table_status
 
             try:
-                st = table_status(ns, breakdown=True, state_dir=None, proc_root=proc_root)
+                st = table_status(ns, breakdown=True, inventory=True, state_dir=None, proc_root=proc_root)
             except CtguardError:
                 st = None
             if st is not None and st.breakdown is not None:
                 ceph_entries = st.breakdown.breakdown.ceph_daemon_entries or None
+                inventory = st.breakdown.breakdown.inventory
+                if inventory is not None and inventory.ceph_open == 0:
+                    inventory = None  # Ceph not tracked here (or not running): nothing measured to use
         eb = None
         try:
             with open(os.path.join(proc_root, "slabinfo"), encoding="ascii", errors="replace") as f:
                 eb = slab_entry_bytes(f.read())
         except OSError:
             eb = None
+        not_ceph = None
+        if inventory is not None:
+            not_ceph = inventory.other
+        elif ceph_entries:
+            not_ceph = max(0, s.count - ceph_entries)
         current = Current(max=s.max, buckets=s.buckets or s.hashsize, count=s.count, timeouts=s.timeouts,
-                          cores=os.cpu_count() or 1, entry_bytes=eb, ceph_entries=ceph_entries)
+                          cores=os.cpu_count() or 1, entry_bytes=eb, ceph_entries=ceph_entries,
+                          other_entries=not_ceph)
+        table = dataclasses.replace(table, max=s.max, buckets=s.buckets, timeouts=Timeouts.from_sysctl(s.timeouts))
         if params.get("from_cluster"):
-            tw = Timeouts.from_sysctl(s.timeouts)
-            table = dataclasses.replace(table, max=s.max, buckets=s.buckets, timeouts=tw)
             dump = _ceph_json(["osd", "dump"], params.get("ceph_conf"))
             tree = _ceph_json(["osd", "tree"], params.get("ceph_conf"))
             spec, mine = cluster_from_ceph(dump, tree, socket.gethostname())
-            conn = float(ceph_entries if ceph_entries else s.count)
             cluster = dataclasses.replace(spec, osds_per_host=mine or spec.osds_per_host,
-                                          conn_per_host=conn, clients_per_osd=None)
-            if ceph_entries:
-                # what is not Ceph's holds its slots through the restart
-                sc = dataclasses.replace(sc, other_entries=float(max(0, s.count - ceph_entries)))
-        else:
-            table = dataclasses.replace(table, max=s.max, buckets=s.buckets,
-                                        timeouts=Timeouts.from_sysctl(s.timeouts))
-        if not params.get("from_cluster") and not params.get("scenario_file") \
-                and params.get("conn_per_host") is None and params.get("clients_per_osd") is None:
-            # plan --host: the measured workload is this host's reading (its Ceph share when known)
-            measured = float(ceph_entries or s.count)
-            probe = dataclasses.replace(cluster, conn_per_host=None, clients_per_osd=0.0,
-                                        **{k: params[k] for k in ("hosts", "osds_per_host", "pgs_per_osd")
-                                           if params.get(k) is not None})
-            need = dataclasses.replace(sc, cluster=probe).conns().baseline
-            if measured < need:
-                raise BadInput(f"this host's table holds {measured:.0f} entries, fewer than the {need:.0f} its "
-                               f"{probe.osds_per_host} OSDs need among themselves: is Ceph tracked here? "
-                               "Give --conn-per-host or --clients-per-osd")
-            cluster = dataclasses.replace(cluster, conn_per_host=measured, clients_per_osd=None)
-            if ceph_entries:
-                sc = dataclasses.replace(sc, other_entries=float(max(0, s.count - ceph_entries)))
+                                          conn_per_host=None, clients_per_osd=None,
+                                          client_ops=client_ops(params.get("ceph_conf")))
+        measured_flags = any(params.get(k) is not None for k in ("conn_per_host", "clients_per_osd", "clients",
+                                                                 "inventory_file"))
+        if (params.get("from_cluster") or not params.get("scenario_file")) and not measured_flags:
+            # the measured workload is this host's reading: by role when the dump could be read, else
+            # its Ceph share (or its whole count) as entries per host
+            if inventory is not None:
+                sc = dataclasses.replace(sc, inventory=inventory, other_entries=float(inventory.held))
+            else:
+                measured = float(ceph_entries or s.count)
+                if measured < 1:
+                    raise BadInput("this host's table holds 0 entries: nothing measured (is Ceph tracked here?); "
+                                   "give --conn-per-host, --clients or --inventory")
+                cluster = dataclasses.replace(cluster, conn_per_host=measured, clients_per_osd=None)
+                if ceph_entries:
+                    sc = dataclasses.replace(sc, other_entries=float(max(0, s.count - ceph_entries)))
+    if params.get("pg_num") is not None and params.get("pgs_per_osd") is not None:
+        raise BadInput("give --pg-num or --pgs-per-osd, not both")
     over_c: dict[str, Any] = {}
-    for key in ("hosts", "osds_per_host", "conn_per_host", "clients_per_osd", "pgs_per_osd"):
+    for key in ("hosts", "osds_per_host", "conn_per_host", "clients_per_osd", "pgs_per_osd", "pg_num",
+                "pool_size", "ec", "clients", "client_rate"):
         if params.get(key) is not None:
             over_c[key] = params[key]
+    if "pgs_per_osd" in over_c:
+        over_c["pg_num"] = None
     if "conn_per_host" in over_c:
         over_c.setdefault("clients_per_osd", None)
-    if "clients_per_osd" in over_c and over_c["clients_per_osd"] is not None:
+        over_c.setdefault("clients", None)
+    if over_c.get("clients_per_osd") is not None or over_c.get("clients") is not None:
         over_c["conn_per_host"] = None
     cluster = dataclasses.replace(cluster, **over_c)
+    if cluster.ec is not None:
+        from ctguard.model.ceph import pool_width
+
+        pool_width(None, cluster.ec)  # bad K+M: one line, exit 3
+    if params.get("inventory_file"):
+        inv = read_inventory(params["inventory_file"])
+        sc = dataclasses.replace(sc, inventory=inv, other_entries=float(inv.held))
+    if sc.inventory is not None and any(params.get(k) is not None for k in ("conn_per_host", "clients_per_osd",
+                                                                            "clients")):
+        raise BadInput("a measured inventory gives the host's entries: drop --conn-per-host/--clients*")
     if params.get("max_entries") is not None:
         table = dataclasses.replace(table, max=params["max_entries"])
     if params.get("buckets") is not None:
@@ -346,6 +414,8 @@ def simulate(netns_name: str | None, netns_pid: int | None, as_json: bool, proc_
 @_cluster_opts
 @click.option("--safety", type=click.FloatRange(min=1.0), default=2.0, show_default=True)
 @click.option("--host", "read_host", is_flag=True, help="Read the current settings of this host.")
+@click.option("--allow-lower", is_flag=True,
+              help="Recommend a nf_conntrack_max or hash size below the current one (never by default).")
 @click.option("--write", "write_dir", default=None, metavar="DIR",
               help="Write sysctl.d/ and modprobe.d/ files under DIR (e.g. / or a staging dir).")
 @netns_options
@@ -353,11 +423,11 @@ def simulate(netns_name: str | None, netns_pid: int | None, as_json: bool, proc_
 @proc_root_option
 @handle_errors
 def plan(netns_name: str | None, netns_pid: int | None, as_json: bool, proc_root: str, safety: float,
-         read_host: bool, write_dir: str | None, **params: Any) -> None:
+         read_host: bool, allow_lower: bool, write_dir: str | None, **params: Any) -> None:
     sc, current = build_scenario(params, proc_root, netns_name, netns_pid, want_current=read_host)
     if current.max is None and params.get("max_entries") is not None:
         current = dataclasses.replace(current, max=params["max_entries"])
-    p = make_plan(sc, current, safety)
+    p = make_plan(sc, current, safety, allow_lower=allow_lower)
     written: list[str] = []
     if write_dir is not None:
         for rel, text in (("etc/sysctl.d/90-ctguard-conntrack.conf", p.sysctl_conf()),
@@ -382,6 +452,12 @@ def plan(netns_name: str | None, netns_pid: int | None, as_json: bool, proc_root
         for i in p.items:
             cur = "?" if i.current is None else f"{i.current:,}"
             click.echo(f"  {i.name} = {i.value:,} (now {cur})\n      {i.reason}")
+        if p.other_entries > 0:
+            click.echo(f"  counted: {p.other_entries:,.0f} entries that are not Ceph's (measured; held through "
+                       "the restart)")
+        for i in p.left_alone:
+            cur = "?" if i.current is None else f"{i.current:,}"
+            click.echo(f"  left alone: {i.name} = {cur} (would be {i.value:,})\n      {i.reason}")
         click.echo(f"  memory: {p.memory_bytes / 2**20:,.1f} MiB at {p.entry_bytes} B per entry "
                    f"({p.entry_bytes_source}) + 8 B per bucket")
         click.echo(f"  kube-proxy would set {p.kube_proxy_max:,} (max(131072, 32768 x {current.cores} cores))")

@@ -93,6 +93,11 @@ def _render_status(st: _status.TableStatus) -> None:
         con.print(bt)
         if b.top_peers:
             con.print("top peers: " + ", ".join(f"{p.address} ({p.entries:,})" for p in b.top_peers[:5]))
+        if b.inventory is not None:
+            inv = b.inventory
+            con.print(f"connections by role: OSD->OSD out {inv.osd_out:,}, in {inv.osd_in:,}, local {inv.local:,}, "
+                      f"client {inv.client:,}, mon/mgr {inv.mon_mgr:,}, not Ceph {inv.other:,}, "
+                      f"closing {inv.transient:,} (what `simulate`/`plan --from-cluster` take)")
     for n in st.notes:
         con.print(f"[dim]note: {n}[/]")
 
@@ -119,7 +124,7 @@ def status(netns_name: str | None, netns_pid: int | None, breakdown: bool, windo
            proc_root: str) -> None:
     ns = target_netns(netns_name, netns_pid)
     st = _status.table_status(
-        ns, breakdown=breakdown, roles=make_roles(mon_ports, osd_ports), state_dir=state_dir,
+        ns, breakdown=breakdown, roles=make_roles(mon_ports, osd_ports), inventory=breakdown, state_dir=state_dir,
         proc_root=proc_root, window=window, thresholds=Thresholds(warn_fill=warn_fill, crit_fill=crit_fill))
     if as_json:
         print_json(st.to_json(), _status.SCHEMA)

@@ -19,11 +19,13 @@ import sys
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from itertools import compress
+from itertools import compress, repeat
+from operator import or_
 
 from ctguard.kernel.ctdump import ENTRY_LAYOUT, Batch, Columns, Entry, Layout
 from ctguard.kernel.nfnetlink import IPS_ASSURED, TCP_STATES
 from ctguard.kernel.sockets import Process, SocketTable
+from ctguard.model.inventory import Inventory, Key, classify_counts
 from ctguard.model.roles import MON, OSD, OTHER, ROLES, PortRoles
 
 PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 33: "dccp", 47: "gre", 58: "icmpv6", 132: "sctp", 136: "udplite"}
@@ -55,6 +57,9 @@ class Breakdown:
     by_daemon: tuple[DaemonEntries, ...] = ()
     unattributed: int = 0
     top_peers: tuple[Peer, ...] = ()
+    # the host's connections by role (OSD<->OSD out and in, client, mon/mgr, local, not Ceph): what
+    # `simulate`/`plan` take instead of a formula (model/inventory.py)
+    inventory: Inventory | None = None
 
     @property
     def ceph_daemon_entries(self) -> int:
@@ -77,7 +82,11 @@ class Accumulator:
     """Feed it dump batches; `result()` gives the Breakdown. Memory is bounded by distinct keys: endpoints
     are only counted where they are a local socket's (the socket table is read before the dump)."""
 
-    def __init__(self, roles: PortRoles, sockets: SocketTable) -> None:
+    def __init__(self, roles: PortRoles, sockets: SocketTable, inventory: bool = False) -> None:
+        # inventory: also count the Ceph entries by address pair (what `simulate`/`plan` need): one more
+        # pass per Ceph entry, so only when asked (status --breakdown, simulate/plan), not for the exporter's
+        # or the restart gates' dumps
+        self.want_inventory = inventory
         self._role_of = roles.table()
         self.sockets = sockets
         # Endpoints worth counting: connected local sockets (original source of outbound entries) and
@@ -106,6 +115,10 @@ class Accumulator:
         self._connected_int = {_ep_int(a, p): (a, p) for a, p in self._connected if len(a) == 4}
         self._listening_int = {_ep_int(a, p): (a, p) for a, p in self._listening if len(a) == 4}
         self._is_other = [r == OTHER for r in self._role_of]
+        self._code = [_CODE[r] for r in self._role_of]  # 0 not Ceph's, 1 mon, 2 OSD range
+        # Ceph entries by (src, dst, sport role, dport role, state): keys are address pairs of Ceph sessions
+        # (hosts x clients), never the not-Ceph entries' pairs, so memory stays bounded by the cluster's size
+        self.ceph_pairs: Counter[tuple[object, object, int, int, int]] = Counter()
         self.pss: Counter[tuple[int, int, int]] = Counter()
         self.roles: Counter[tuple[str, str]] = Counter()
         self.src_ep: Counter[tuple[bytes, int]] = Counter()
@@ -147,6 +160,8 @@ class Accumulator:
         dst = memoryview(c.column(3, 4)).cast("I")
         self.addr_ints.update(src)
         self.addr_ints.update(dst)
+        if self.want_inventory:
+            self._pairs_columns(c, src, dst, sports, dports)
         if self._connected_int:
             self.src_ep_int.update(filter(self._connected_int.__contains__, _endpoints(c, 2, 4)))
         if self._listening_int:
@@ -162,6 +177,39 @@ class Accumulator:
         self.dst_ep.update(filter(self._listening.__contains__, map(layout.dst_ep, rows)))
         self.addrs.update(map(layout.src, rows))
         self.addrs.update(map(layout.dst, rows))
+        if self.want_inventory:
+            code = self._code.__getitem__
+            dcode = list(map(code, map(layout.dport, rows)))
+            scode = list(map(code, map(layout.sport, rows)))
+            idx = list(compress(range(len(rows)), map(or_, dcode, scode)))  # the Ceph entries only
+            if idx:
+                sel = [rows[i] for i in idx]
+                states = [st if p == 6 else _ESTABLISHED for p, st in zip(map(layout.proto, sel),
+                                                                          map(layout.state, sel), strict=True)]
+                self.ceph_pairs.update(zip(map(layout.src, sel), map(layout.dst, sel), map(scode.__getitem__, idx),
+                                           map(dcode.__getitem__, idx), states, strict=True))
+
+    def _pairs_columns(self, c: Columns, src: memoryview, dst: memoryview, sports: memoryview,
+                       dports: memoryview) -> None:
+        """Ceph entries of a column buffer by (src, dst, roles, state). Few Ceph entries: their indices
+        first, so the rest cost three C-level passes; mostly Ceph: one zip over all, filtered (cheaper than
+        indexing each column)."""
+        code = self._code.__getitem__
+        dcode, scode = bytes(map(code, dports)), bytes(map(code, sports))
+        mask = bytes(map(or_, dcode, scode))
+        n = c.k - mask.count(0)
+        if n == 0:
+            return
+        tcp = c.proto == 6
+        if n * 4 > c.k:
+            every: Iterable[int] = c.column(11, 1) if tcp else repeat(_ESTABLISHED)
+            # not strict: a non-TCP buffer's state is an endless repeat()
+            self.ceph_pairs.update(compress(zip(src, dst, scode, dcode, every, strict=False), mask))
+            return
+        idx = list(compress(range(c.k), mask))
+        some: Iterable[int] = map(c.column(11, 1).__getitem__, idx) if tcp else repeat(_ESTABLISHED, len(idx))
+        self.ceph_pairs.update(zip(map(src.__getitem__, idx), map(dst.__getitem__, idx),
+                                   map(scode.__getitem__, idx), map(dcode.__getitem__, idx), some, strict=True))
 
     def _top_peers(self) -> tuple[Peer, ...]:
         """Top remote addresses. IPv4 ones are counted as integers (the column path's keys; the row path's
@@ -208,6 +256,7 @@ class Accumulator:
             by_role[rd if rd != OTHER else rs] += n
         daemons, unattributed = self._owners()
         top = self._top_peers()
+        inventory = self._inventory(by_role[OTHER]) if self.want_inventory else None
         return Breakdown(
             total=self.total,
             assured=assured,
@@ -217,7 +266,17 @@ class Accumulator:
             by_daemon=daemons,
             unattributed=unattributed,
             top_peers=top,
+            inventory=inventory,
         )
+
+    def _inventory(self, not_ceph: int) -> Inventory:
+        names = {0: OTHER, 1: MON, 2: OSD}
+        counts: Counter[Key] = Counter()
+        for (src, dst, sc, dc, st), n in self.ceph_pairs.items():
+            a, b = _addr_bytes(src), _addr_bytes(dst)
+            state = TCP_STATES[st] if isinstance(st, int) and 0 <= st < len(TCP_STATES) else f"STATE_{st}"
+            counts[(a, b, names[sc], names[dc], state)] += n
+        return classify_counts(counts, self.sockets.local_addrs, other=not_ceph)
 
     def _owners(self) -> tuple[tuple[DaemonEntries, ...], int]:
         """Entries per owning process. Loops run over sockets and endpoints, never over entries."""
@@ -237,8 +296,8 @@ class Accumulator:
 
 
 def breakdown(batches: Iterable[Batch | Columns | list[Entry]], sockets: SocketTable,
-              roles: PortRoles | None = None) -> Breakdown:
-    acc = Accumulator(roles or PortRoles(), sockets)
+              roles: PortRoles | None = None, inventory: bool = True) -> Breakdown:
+    acc = Accumulator(roles or PortRoles(), sockets, inventory=inventory)
     for b in batches:
         if isinstance(b, Batch | Columns):
             acc.feed_batch(b)
@@ -247,6 +306,15 @@ def breakdown(batches: Iterable[Batch | Columns | list[Entry]], sockets: SocketT
     return acc.result()
 
 
+def _addr_bytes(a: object) -> bytes:
+    """An address as the column path (native-order integer) or the row path (bytes) counted it."""
+    if isinstance(a, int):
+        return a.to_bytes(4, sys.byteorder)
+    return bytes(a) if isinstance(a, bytes | bytearray | memoryview) else b""
+
+
+_CODE = {OTHER: 0, MON: 1, OSD: 2}
+_ESTABLISHED = TCP_STATES.index("ESTABLISHED")
 _ASSURED_BIT = bytes(1 if b & IPS_ASSURED else 0 for b in range(256))
 
 

@@ -61,6 +61,7 @@ class Current:
     cores: int = 1
     entry_bytes: int | None = None  # from slabinfo
     ceph_entries: int | None = None  # entries held by local Ceph daemons (status breakdown)
+    other_entries: int | None = None  # measured entries that are not Ceph's (VMs, containers, services)
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,8 @@ class Plan:
     untrack_better: bool
     untrack_reason: str
     strategy: str
+    other_entries: float = 0.0  # not-Ceph entries counted in the size
+    left_alone: tuple[Item, ...] = ()  # settings the plan would change but does not (value = what it wanted)
 
     def item(self, name: str) -> Item:
         return next(i for i in self.items if i.name == name)
@@ -118,6 +121,9 @@ class Plan:
             "current_overflows": self.current_overflow,
             "untrack_better": self.untrack_better,
             "untrack_reason": self.untrack_reason,
+            "other_entries": round(self.other_entries),
+            "left_alone": [{"name": i.name, "current": i.current, "wanted": i.value, "reason": i.reason}
+                           for i in self.left_alone],
             "files": {"/etc/sysctl.d/90-ctguard-conntrack.conf": self.sysctl_conf(),
                       "/etc/modprobe.d/ctguard-conntrack.conf": self.modprobe_conf()},
         }
@@ -131,13 +137,19 @@ def unconstrained_peak(sc: Scenario) -> float:
     peaks = []
     for phase in phases(sc):
         big = dataclasses.replace(sc.table, max=1 << 40, buckets=1 << 40, gc_phase_s=phase)
-        peaks.append(HostSim(sc.conns(), big, sc.strategy, sc.behaviour, sc.ceph,
+        peaks.append(HostSim(sc.conns(), big, sc.strategy, sc.effective_behaviour(), sc.ceph,
                              other_entries=sc.other_entries).run().peak_entries)
     return max(peaks)
 
 
-def make_plan(sc: Scenario, current: Current, safety: float = 2.0) -> Plan:
+def make_plan(sc: Scenario, current: Current, safety: float = 2.0, allow_lower: bool = False) -> Plan:
+    """The recommendation. It never lowers nf_conntrack_max or the hash size below the host's current
+    values unless `allow_lower`: the host's table also serves what the model does not see coming (VMs,
+    containers on hyper-converged nodes, a kernel default sized by RAM), and the measured not-Ceph entries
+    are counted in the size (held through the restart)."""
     conns = sc.conns()
+    if current.other_entries is not None and current.other_entries > sc.other_entries:
+        sc = dataclasses.replace(sc, other_entries=float(current.other_entries))
     if sc.strategy.name == "adaptive":
         # adaptive fits its steps to whatever table it finds; the table must at least hold its smallest
         # step (one OSD, or its batch bound) at the strategy's fill target
@@ -146,18 +158,37 @@ def make_plan(sc: Scenario, current: Current, safety: float = 2.0) -> Plan:
         sc = dataclasses.replace(sc, strategy=step)
         safety = max(safety, 1.0 / sc.strategy.target_fill)
     peak = unconstrained_peak(sc)
-    want = max(65536, pow2_at_least(peak * safety))
+    other = sc.other_entries
+    wanted = max(65536, pow2_at_least(peak * safety))
     items: list[Item] = []
+    left: list[Item] = []
     cur_max = current.max
-    items.append(Item(
-        "net.netfilter.nf_conntrack_max", want, cur_max,
-        f"the restart ({sc.strategy.label()}) peaks at {peak:,.0f} entries from a baseline of "
-        f"{conns.baseline:,.0f}; x{safety:g} safety, rounded up to a power of two"
-        + (f"; the current {cur_max:,} would overflow" if cur_max is not None and cur_max < peak else "")))
-    items.append(Item(
-        "hashsize", want, current.buckets,
-        "one bucket per entry: the kernel's own ratio since 5.15 (average chain <= 1), so early_drop's "
-        f"8-bucket scan finds evictable entries; {BUCKET_BYTES} B per bucket"))
+    sized = (f"the restart ({sc.strategy.label()}) peaks at {peak:,.0f} entries from a baseline of "
+             f"{conns.baseline:,.0f} Ceph entries"
+             + (f" + {other:,.0f} not Ceph's (held throughout)" if other > 0 else "")
+             + f"; x{safety:g} safety, rounded up to a power of two")
+    want = wanted
+    if cur_max is not None and wanted < cur_max and not allow_lower:
+        want = cur_max
+        left.append(Item("net.netfilter.nf_conntrack_max", wanted, cur_max,
+                         f"kept at the current {cur_max:,}: {sized} = {wanted:,}, but lowering the limit takes "
+                         "slots from whatever else this host runs or will run (VMs, containers); "
+                         "--allow-lower recommends it"))
+        reason = f"kept: the current {cur_max:,} already holds the restart ({peak:,.0f} x{safety:g})"
+    else:
+        reason = sized + (f"; the current {cur_max:,} would overflow" if cur_max is not None and cur_max < peak
+                          else "")
+    items.append(Item("net.netfilter.nf_conntrack_max", want, cur_max, reason))
+    buckets = want
+    bucket_reason = ("one bucket per entry: the kernel's own ratio since 5.15 (average chain <= 1), so "
+                     f"early_drop's 8-bucket scan finds evictable entries; {BUCKET_BYTES} B per bucket")
+    if current.buckets is not None and buckets < current.buckets and not allow_lower:
+        left.append(Item("hashsize", buckets, current.buckets,
+                         f"kept at the current {current.buckets:,} buckets (one per entry would be {buckets:,}); "
+                         "fewer buckets never help; --allow-lower recommends it"))
+        buckets = current.buckets
+        bucket_reason = f"kept: the current {current.buckets:,} buckets are at least one per entry"
+    items.append(Item("hashsize", buckets, current.buckets, bucket_reason))
     tw_now = current.timeouts.get("tcp_timeout_time_wait", sc.table.timeouts.time_wait)
     tw = min(tw_now, TIME_WAIT_RECOMMENDED)
     items.append(Item(
@@ -165,6 +196,9 @@ def make_plan(sc: Scenario, current: Current, safety: float = 2.0) -> Plan:
         f"closing entries of restarted sessions stay {tw_now} s (+ up to one ~62 s GC cycle); {tw} s "
         "shortens that plateau and any overflow held by TIME_WAIT; it does not lower the peak, which comes "
         "within about 10 s of the kill (lab: TIME_WAIT 20 s, same peak)"))
+    if tw_now <= TIME_WAIT_RECOMMENDED:
+        left.append(Item("net.netfilter.nf_conntrack_tcp_timeout_time_wait", TIME_WAIT_RECOMMENDED, tw_now,
+                         f"kept at {tw_now} s: already at or below the recommended {TIME_WAIT_RECOMMENDED} s"))
     est_now = current.timeouts.get("tcp_timeout_established", sc.table.timeouts.established)
     items.append(Item(
         "net.netfilter.nf_conntrack_tcp_timeout_established", est_now, est_now,
@@ -172,7 +206,7 @@ def make_plan(sc: Scenario, current: Current, safety: float = 2.0) -> Plan:
         "next packet a mid-stream pickup (or a drop under a stateful policy)"))
     src = "slabinfo" if current.entry_bytes else "measured on kernel 6.18 (256 B)"
     eb = current.entry_bytes or ENTRY_BYTES_MEASURED
-    mem = want * eb + want * BUCKET_BYTES
+    mem = want * eb + buckets * BUCKET_BYTES
     kube = kube_proxy_max(current.cores)
     cur_over = None if cur_max is None else cur_max < peak
     ceph_share = None
@@ -193,4 +227,4 @@ def make_plan(sc: Scenario, current: Current, safety: float = 2.0) -> Plan:
         reasons.append("a table of this size holds the burst; untracking is still the way to take Ceph out "
                        "of the table's failure mode altogether")
     return Plan(tuple(items), peak, conns.baseline, safety, eb, src, mem, kube, cur_over, untrack,
-                "; ".join(reasons), sc.strategy.label())
+                "; ".join(reasons), sc.strategy.label(), other_entries=other, left_alone=tuple(left))

@@ -2,8 +2,11 @@
 
 File format (every key optional except where noted; unknown keys are an error, so typos do not pass):
 
-    cluster:  {hosts: 6, osds_per_host: 8, conn_per_host: 5500 | clients_per_osd: 480,
-               pgs_per_osd: 100, pool_size: 3}
+    cluster:  {hosts: 6, osds_per_host: 8, conn_per_host: 5500 | clients_per_osd: 480 | clients: 40,
+               client_rate: 3, pgs_per_osd: 100 | pg_num: 128, pool_size: 3 | ec: "4+2"}
+    inventory: {osd_out: 120, osd_in: 110, local: 16, client: 5, mon_mgr: 8, other: 2000, transient: 4}
+              # measured per-role entries of the host (`ctguard status --breakdown --json`): used instead
+              # of the formula
     table:    {max: 65536, buckets: 16384, gc_cycle_s: 61.6, dump_every_s: null,
                timeouts: {time_wait: 120, close: 10, established: 432000, syn_sent: 120}}
     strategy: {name: all-at-once|stagger|batch|adaptive, gap_s: 10, batch: 1, target_fill: 0.8}
@@ -25,7 +28,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ctguard.errors import BadInput
-from ctguard.model.ceph import CephOptions, HostConns, RestartBehaviour, host_conns
+from ctguard.model.ceph import (
+    FITTED,
+    CephOptions,
+    Formula,
+    HostConns,
+    RestartBehaviour,
+    from_inventory,
+    host_conns,
+)
+from ctguard.model.inventory import Inventory
 from ctguard.model.simulate import STRATEGIES, Strategy
 from ctguard.model.table import GC_CYCLE_S, TableConfig, Timeouts
 
@@ -36,8 +48,25 @@ class ClusterSpec:
     osds_per_host: int = 8
     conn_per_host: float | None = None
     clients_per_osd: float | None = None
-    pgs_per_osd: float = 100.0
+    pgs_per_osd: float = 100.0  # PG replicas per OSD (pg_num x size / OSDs)
     pool_size: int = 3
+    pg_num: int | None = None  # the pool's PGs: sets pgs_per_osd (pg_num x width / OSDs)
+    ec: str | None = None  # erasure-coded pool "K+M": counts as size K+M
+    clients: int | None = None  # client instances (librados, RBD, ...): sessions = clients x client_osds
+    client_rate: float | None = None  # ops/s of each client: how busy its sessions are (the reconnect loop)
+    client_ops: float | None = None  # ops/s of all clients together (`ceph -s`), when clients are not counted
+
+    @property
+    def width(self) -> int:
+        from ctguard.model.ceph import pool_width
+
+        return pool_width(self.pool_size, self.ec)
+
+    @property
+    def replicas_per_osd(self) -> float:
+        if self.pg_num is not None:
+            return self.pg_num * self.width / max(1, self.hosts * self.osds_per_host)
+        return self.pgs_per_osd
 
 
 @dataclass(frozen=True)
@@ -51,12 +80,43 @@ class Scenario:
     purge_after_s: float | None = None
     name: str = ""
     other_entries: float = 0.0  # ASSURED entries not Ceph's (other services; the lab's filler)
+    inventory: Inventory | None = None  # measured per-role entries: the host as it is, not the formula
+    formula: Formula = FITTED
 
     def conns(self) -> HostConns:
         c = self.cluster
-        return host_conns(c.hosts, c.osds_per_host, pgs_per_osd=c.pgs_per_osd, pool_size=c.pool_size,
-                          clients_per_osd=c.clients_per_osd, conn_per_host=c.conn_per_host,
-                          options=self.ceph)
+        if self.inventory is not None:
+            return from_inventory(self.inventory, c.hosts, c.osds_per_host, pgs_per_osd=c.replicas_per_osd,
+                                  pool_size=c.width, options=self.ceph, formula=self.formula)
+        cpo = c.clients_per_osd
+        if cpo is None and c.clients is not None and c.conn_per_host is None:
+            cpo = c.clients * self.formula.client_osds
+        return host_conns(c.hosts, c.osds_per_host, pgs_per_osd=c.replicas_per_osd, pool_size=c.width,
+                          clients_per_osd=cpo, conn_per_host=c.conn_per_host, options=self.ceph,
+                          formula=self.formula)
+
+    def effective_behaviour(self) -> RestartBehaviour:
+        """The behaviour for this cluster: the connection-race share for the pool's width (the fitted
+        `race_fraction` is a width-3 pool's; narrower pools measured more, `formula.race_width_exp`), and
+        the clients' activity from their op rate when it is given: a session faults (and its client re-opens
+        it) at most once per op sent to a not-serving OSD, `formula.fault_per_op` times per op (fitted across
+        the sweep: whether light clients loop is measured, not assumed)."""
+        c, b = self.cluster, self.behaviour
+        if self.formula.race_width_exp and b.race_fraction > 0:
+            scale = (3.0 / max(1, c.width)) ** self.formula.race_width_exp
+            b = dataclasses.replace(b, race_fraction=min(1.0, b.race_fraction * scale))
+        if c.client_rate is not None:
+            # one client's ops spread over the OSDs it holds sessions with
+            per_session = c.client_rate / max(1.0, c.hosts * c.osds_per_host * self.formula.client_osds)
+        elif c.client_ops is not None:
+            # the cluster's client ops over every client session (this host's, times the hosts)
+            conns = self.conns()
+            sessions = conns.clients * conns.osds * c.hosts
+            per_session = c.client_ops / sessions if sessions > 0 else 0.0
+        else:
+            return b
+        active = min(1.0, per_session * b.lossy_retry_s * self.formula.fault_per_op)
+        return dataclasses.replace(b, client_active_fraction=active)
 
     def validate(self) -> Scenario:
         c, t, s = self.cluster, self.table, self.strategy
@@ -64,6 +124,13 @@ class Scenario:
             raise BadInput("cluster: hosts and osds_per_host must be at least 1")
         if c.pgs_per_osd <= 0 or c.pool_size < 1:
             raise BadInput("cluster: pgs_per_osd must be > 0 and pool_size >= 1")
+        if c.pg_num is not None and c.pg_num < 1:
+            raise BadInput("cluster: pg_num must be >= 1")
+        if c.width > c.hosts:
+            raise BadInput(f"cluster: a pool of width {c.width} cannot be placed on {c.hosts} host(s) "
+                           "(failure domain: host)")
+        if any(v is not None and v < 0 for v in (c.clients, c.client_rate, c.client_ops)):
+            raise BadInput("cluster: clients, client_rate and client_ops must be >= 0")
         if t.max < 1:
             raise BadInput("table: max must be at least 1")
         if t.buckets is not None and t.buckets < 1:
@@ -81,7 +148,8 @@ class Scenario:
         b = self.behaviour
         if b.lossy_retry_s <= 0 or b.downtime_s <= 0 or b.ramp_s <= 0 or b.syn_retry_s <= 0:
             raise BadInput("behaviour: lossy_retry_s, downtime_s, ramp_s and syn_retry_s must be > 0")
-        for name in ("client_active_fraction", "rst_fraction", "repeer_fraction", "lossless_active_fraction"):
+        for name in ("client_active_fraction", "rst_fraction", "repeer_fraction", "lossless_active_fraction",
+                     "race_fraction"):
             if not 0 <= getattr(b, name) <= 1:
                 raise BadInput(f"behaviour: {name} must be between 0 and 1")
         if self.other_entries < 0:
@@ -109,11 +177,11 @@ def _build(cls: type[Any], data: Any, where: str) -> Any:
             continue
         if isinstance(value, bool) or not isinstance(value, int | float | str):
             raise BadInput(f"{where}.{key}: expected a number or a name, got {type(value).__name__}")
-        if isinstance(default, str) or key == "name":
+        if isinstance(default, str) or key in ("name", "ec"):
             kwargs[key] = str(value)
         elif isinstance(value, str):
             raise BadInput(f"{where}.{key}: expected a number, got {value!r}")
-        elif isinstance(default, int) and not isinstance(default, bool) and f.type in ("int", int):
+        elif f.type in ("int", int, "int | None") and not isinstance(default, bool):
             if float(value) != int(value):
                 raise BadInput(f"{where}.{key}: expected a whole number, got {value!r}")
             kwargs[key] = int(value)
@@ -126,7 +194,7 @@ def from_mapping(doc: Any, name: str = "") -> Scenario:
     if not isinstance(doc, Mapping):
         raise BadInput("scenario: expected a mapping at the top level")
     known = {"cluster", "table", "strategy", "ceph", "behaviour", "gc_phases", "purge_after_s", "name",
-             "other_entries"}
+             "other_entries", "inventory"}
     for key in doc:
         if key not in known:
             raise BadInput(f"scenario: unknown key {key!r} (known: {', '.join(sorted(known))})")
@@ -147,7 +215,12 @@ def from_mapping(doc: Any, name: str = "") -> Scenario:
     other = doc.get("other_entries", 0)
     if isinstance(other, bool) or not isinstance(other, int | float) or other < 0:
         raise BadInput("other_entries: expected a number >= 0")
+    inv_doc = doc.get("inventory")
+    if inv_doc is not None and not isinstance(inv_doc, Mapping):
+        raise BadInput("inventory: expected a mapping of role -> entries")
+    inventory = Inventory.from_mapping(inv_doc) if inv_doc is not None else None
     return Scenario(
+        inventory=inventory,
         other_entries=float(other),
         cluster=_build(ClusterSpec, doc.get("cluster"), "cluster"),
         table=table,

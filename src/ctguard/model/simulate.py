@@ -90,6 +90,7 @@ class _Ramp:
     infra: float  # entries per second
     clients: float
     owner: int | None
+    races: float = 0.0  # entries per second of sessions opened twice at once: one closes (TIME_WAIT)
 
 
 @dataclass(frozen=True)
@@ -182,13 +183,25 @@ class HostSim:
         both ends in the step closes once)."""
         sel = set(ids)
         per = len(ids) * self.c.per_osd
-        local = sum(4 for a, b in self.pairs if a in sel or b in sel)
+        local = sum(self.c.local_per_pair for a, b in self.pairs if a in sel or b in sel)
         return per + local
 
     def _repeer(self, ids: tuple[int, ...]) -> float:
+        """OSD<->OSD sessions the host's staying OSDs re-open at a step: `repeer_fraction` of theirs, in
+        proportion to the share of the host's other OSDs the step restarts. Over a whole one-by-one pass
+        that is repeer_fraction x the host's OSD<->OSD sessions, whatever the OSD count: what the lab sweep
+        measured (one-by-one 2.15-2.8x baseline on 2 to 6 OSDs per host against 2.1-2.4x all at once). The
+        mechanism (OSD::maybe_update_heartbeat_peers): the OSDs that pinged the restarted one drop it, fill
+        their set to osd_heartbeat_min_peers with another (new connections), and drop that one again when it
+        is back; so nothing changes in a cluster of at most min_peers + 1 OSDs."""
+        if 0 < self.c.cluster_osds - 1 <= self.o.osd_heartbeat_min_peers:
+            # every OSD already pings every other: a restart changes no heartbeat peer set (the lab's 2 x 2
+            # one-by-one peaked at 2.48x against 2.32x all at once, its local pair's second churn alone)
+            return 0.0
         sel = set(ids)
         up = sum(1 for o in self.osds if o.idx not in sel and o.phase == "up")
-        return self.b.repeer_fraction * self.c.osd_osd_per_osd * up
+        share = len(sel) / max(1, self.c.osds - 1)
+        return self.b.repeer_fraction * self.c.osd_osd_per_osd * up * share
 
     def _refused_rate(self, n_osds: int, down: float) -> float:
         """Attempts per second at the closed ports of n_osds down OSDs (never assured)."""
@@ -220,7 +233,7 @@ class HostSim:
             self.table.close_open(rep, Kind.TIME_WAIT, t)
             self.ramps.append(_Ramp(t, t + self.b.ramp_s, rep / self.b.ramp_s, 0.0, None))
         sel = set(ids)
-        local = sum(4 for a, b in self.pairs if a in sel or b in sel)
+        local = sum(self.c.local_per_pair for a, b in self.pairs if a in sel or b in sel)
         # peering work is the PGs of every OSD of the host that is down or peering at the same time
         busy = len(sel | {o.idx for o in self.active if o.phase in ("down", "peering", "marked")})
         need = self.b.peering_s(busy * self.c.pgs_per_osd)
@@ -233,11 +246,12 @@ class HostSim:
             o.impaired_since = o.served_at = None
         # the sessions re-open when the OSD is bound again (local pairs: shared by the step)
         per_local = local / len(ids)
+        race = self.b.race_fraction * (self.c.osd_osd_per_osd + per_local)
         for i in ids:
             t_up = self.osds[i].t_up
             self.ramps.append(_Ramp(t_up, t_up + self.b.ramp_s,
                                     (self.c.infra_per_osd + per_local) / self.b.ramp_s,
-                                    self.c.clients / self.b.ramp_s, i))
+                                    self.c.clients / self.b.ramp_s, i, race / self.b.ramp_s))
         self.steps_done.append((t, ids))
         self.last_kill = t
         self.active = [o for o in self.osds if o.phase != "up" or o.idx in sel
@@ -314,6 +328,9 @@ class HostSim:
                 requests.append((Kind.OPEN, n_inf + n_cli))
                 book.append((ramp.owner, "infra", n_inf))
                 book.append((ramp.owner, "clients", n_cli))
+                if ramp.races > 0:
+                    # the losing side of a connection race: nobody retries it (the other one won)
+                    requests.append((Kind.TIME_WAIT, ramp.races * (hi - lo)))
         if self.pending_host > EPS:
             n = self.pending_host * backoff(None)
             self.pending_host -= n
@@ -448,13 +465,15 @@ class HostSim:
         due = [r for r in self.ramps if r.t0 <= t + 1e-9 and not (busy and r.clients > 0)]
         if not due:
             return
-        total = sum((r.infra + r.clients) * (r.t1 - max(t, r.t0)) for r in due)
+        total = sum((r.infra + r.clients + r.races) * (r.t1 - max(t, r.t0)) for r in due)
         if self.table.count + total > self.cfg.max - 1.0:
             return
         for r in due:
             span = r.t1 - max(t, r.t0)
             n_inf, n_cli = r.infra * span, r.clients * span
             self.table.insert(Kind.OPEN, n_inf + n_cli, t, r.t1)
+            if r.races > 0:
+                self.table.insert(Kind.TIME_WAIT, r.races * span, t, r.t1)
             if r.owner is not None:
                 self.osds[r.owner].live_clients += n_cli
         done = {id(r) for r in due}

@@ -26,6 +26,8 @@ class WhatIf:
             return "CRIT"
         if h.peak_entries >= 0.9 * h.max or any(r.overflow for r in self.runs):
             return "WARN"
+        if self.scenario.conns().source == "scaled":
+            return "WARN"  # the input was below the formula: the prediction rests on a scaled mesh
         return "OK"
 
     def reasons(self) -> list[str]:
@@ -44,6 +46,15 @@ class WhatIf:
             out.append(f"the peak reaches {h.peak_entries / h.max:.0%} of nf_conntrack_max")
         else:
             out.append(f"the peak stays at {h.peak_entries / h.max:.0%} of nf_conntrack_max")
+        sc = self.scenario
+        conns = sc.conns()
+        if conns.note:
+            out.append(conns.note)
+        if (conns.clients > 0 and sc.cluster.client_rate is None and sc.cluster.client_ops is None
+                and sc.behaviour.client_active_fraction >= 1.0):
+            out.append(f"clients' activity not given: all {conns.clients * conns.osds:,.0f} client sessions are "
+                       "taken as busy (the worst case; --client-rate, or --from-cluster's measured ops/s, decides "
+                       "whether they loop)")
         if h.not_restarted:
             out.append(f"adaptive: {len(h.not_restarted)} OSD(s) not restarted (even one would not fit)")
         return out
@@ -105,7 +116,7 @@ def phases(sc: Scenario) -> list[float]:
 
 def _one(sc: Scenario, phase: float, record: bool) -> HostResult:
     table = dataclasses.replace(sc.table, gc_phase_s=phase)
-    return HostSim(sc.conns(), table, sc.strategy, sc.behaviour, sc.ceph, record=record,
+    return HostSim(sc.conns(), table, sc.strategy, sc.effective_behaviour(), sc.ceph, record=record,
                    purge_after_s=sc.purge_after_s,
                    other_entries=sc.other_entries).run()
 
@@ -169,7 +180,7 @@ def run_fleet(sc: Scenario, progress: Callable[[int, int], None] | None = None,
         r = cache.get((k, inherit)) if memo else None
         if r is None:
             table = dataclasses.replace(sc.table, gc_phase_s=sweep[k])
-            r = HostSim(conns, table, sc.strategy, sc.behaviour, sc.ceph, purge_after_s=sc.purge_after_s,
+            r = HostSim(conns, table, sc.strategy, sc.effective_behaviour(), sc.ceph, purge_after_s=sc.purge_after_s,
                         other_entries=sc.other_entries,
                         inherited=(shared, float(inherit)) if inherit >= 0 else None).run()
             cache[(k, inherit)] = r

@@ -86,6 +86,7 @@ class TableStatus:
                 "unattributed": b.unattributed,
                 "ceph_daemon_entries": b.ceph_daemon_entries,
                 "top_peers": [{"address": p.address, "entries": p.entries} for p in b.top_peers],
+                "inventory": None if b.inventory is None else b.inventory.as_dict(),
                 "expired_freed": self.breakdown.expired_freed,
                 "dump_seconds": round(self.breakdown.seconds, 4),
             }
@@ -93,12 +94,12 @@ class TableStatus:
 
 
 def read_breakdown(ns: Netns | None = None, roles: PortRoles | None = None,
-                   proc_root: str = PROC) -> BreakdownReading:
+                   proc_root: str = PROC, inventory: bool = False) -> BreakdownReading:
     """One dump of the table, summarised (needs CAP_NET_ADMIN)."""
     t0 = time.perf_counter()
     sockets = socket_table(ns, proc_root)  # first: the dump is then counted against known local endpoints
     before = conntrack_count(ns, proc_root)
-    acc = Accumulator(roles or PortRoles(), sockets)
+    acc = Accumulator(roles or PortRoles(), sockets, inventory=inventory)
     for batch in ctdump.batches(ns):
         acc.feed_batch(batch)
     after = conntrack_count(ns, proc_root)
@@ -135,6 +136,7 @@ def table_status(
     *,
     breakdown: bool = False,
     roles: PortRoles | None = None,
+    inventory: bool = False,
     state_dir: str | None = _sample.DEFAULT_STATE_DIR,
     proc_root: str = PROC,
     window: float = 0.0,
@@ -182,7 +184,7 @@ def table_status(
     reading: BreakdownReading | None = None
     if breakdown and tracking is not False:
         try:
-            reading = read_breakdown(ns, roles, proc_root)
+            reading = read_breakdown(ns, roles, proc_root, inventory=inventory)
         except NeedsPrivilege:
             notes.append("breakdown needs CAP_NET_ADMIN (run as root): not shown")
 
