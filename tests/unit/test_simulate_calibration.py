@@ -102,7 +102,10 @@ def test_leave_one_shape_out_from_the_measured_inventory(shape: str) -> None:
 
 # Mode (b) predictions outside the bounds, each shown as FAIL in docs/simulate.md's table and named there.
 # The test fails when another one misses, and when one of these passes (then take it off here and there).
-SHAPE_ONLY_MISSES: set[tuple[str, str]] = {("2x5-s2-pg64-c10", "one-by-one")}
+# 2x5 one-by-one: the formula's local-pair gap on two hosts (docs/simulate.md). 3x4 measure: one of that shape's
+# eleven recorded whole-host restarts (20261206T110302Z, 2.37x) is -18 % from the shape alone; the shape's own
+# measure peaks span 385-470 entries from baselines of 182-198, so the run-to-run spread alone is +-10 %.
+SHAPE_ONLY_MISSES: set[tuple[str, str]] = {("2x5-s2-pg64-c10", "one-by-one"), ("3x4-s3-pg64-c1", "measure")}
 
 
 @pytest.mark.skipif(not ENOUGH, reason=f"fewer than 3 lab shapes under {SWEEP} and {DATA}")
