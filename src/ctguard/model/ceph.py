@@ -83,7 +83,7 @@ class Formula:
 
 # Fitted across the lab sweep by calibrate.fit_formula (least squares over every shape's measured inventory);
 # tests/unit/test_simulate_calibration.py refits and checks these numbers. Theory until the sweep is in.
-FITTED = Formula(hb_conns=4.1294, peer_conns=0.9652, local_per_pair=3.4409, mon_mgr=2.0, client_osds=0.9345, fault_per_op=0.01, repeer_fraction=0.3, race_fraction=0.1, race_width_exp=2.0)
+FITTED = Formula(hb_conns=4.1294, peer_conns=0.9652, local_per_pair=3.4409, mon_mgr=2.0, client_osds=0.9345, fault_per_op=0.0, repeer_fraction=0.3, race_fraction=0.1, race_width_exp=2.0)
 
 
 @dataclass(frozen=True)
