@@ -367,21 +367,9 @@ class MgrSource:
             raise CannotRead(f"ceph ctguard status: host {host}: {h.get('error') or 'no reading'}")
         return _mgr_reading(h, host, "ceph ctguard status", self.clock)
 
-    def live(self, host: str, osd_ids: Sequence[int]) -> Reading:
-        if not osd_ids:
-            return self.read(host)
-        ids = [f"osd.{o}" for o in osd_ids]
-        rc, doc = self.ceph.mgr_json(["ctguard", "ok-to-restart", *ids],
-                                     {"prefix": "ctguard ok-to-restart", "ids": ids}, (0, EBUSY))
-        if not isinstance(doc, dict) or "ok_to_restart" not in doc:
-            raise CannotRead("ceph ctguard ok-to-restart: unexpected answer (no ok_to_restart)")
-        h = _mgr_host(doc, host, "ceph ctguard ok-to-restart")
-        self.answers[host] = {"ok_to_restart": bool(doc["ok_to_restart"]), "rc": rc, "osds": ids,
-                              "free": h.get("free"), "need": h.get("need"), "reason": h.get("reason") or None}
-        return _mgr_reading(h, host, "ceph ctguard ok-to-restart", self.clock)
-
-    def confirm(self, host: str, osd_ids: Sequence[int]) -> tuple[bool, str]:
-        """The engine's headroom gate asks this before it restarts a batch: (yes?, the module's reason)."""
+    def _ask(self, host: str, osd_ids: Sequence[int]) -> tuple[bool, dict[str, Any], dict[str, Any]]:
+        """`ceph ctguard ok-to-restart osd.N ...`: (yes?, the whole answer, this host's part); remembered in
+        `answers` for the engine's events."""
         ids = [f"osd.{o}" for o in osd_ids]
         rc, doc = self.ceph.mgr_json(["ctguard", "ok-to-restart", *ids],
                                      {"prefix": "ctguard ok-to-restart", "ids": ids}, (0, EBUSY))
@@ -391,6 +379,17 @@ class MgrSource:
         ok = rc == 0 and bool(doc["ok_to_restart"])
         self.answers[host] = {"ok_to_restart": ok, "rc": rc, "osds": ids, "free": h.get("free"),
                               "need": h.get("need"), "reason": h.get("reason") or None}
+        return ok, doc, h
+
+    def live(self, host: str, osd_ids: Sequence[int]) -> Reading:
+        if not osd_ids:
+            return self.read(host)
+        _, _, h = self._ask(host, osd_ids)
+        return _mgr_reading(h, host, "ceph ctguard ok-to-restart", self.clock)
+
+    def confirm(self, host: str, osd_ids: Sequence[int]) -> tuple[bool, str]:
+        """The engine's headroom gate asks this before it restarts a batch: (yes?, the module's reason)."""
+        ok, doc, h = self._ask(host, osd_ids)
         if h.get("need") is None and not ok:  # no fresh reading of the host: nothing to wait for here
             raise CannotRead(f"ceph ctguard ok-to-restart: {h.get('reason') or doc.get('reason') or 'no'}")
         return ok, "" if ok else f"ceph ctguard ok-to-restart: {h.get('reason') or doc.get('reason')}"
