@@ -24,18 +24,14 @@ from typing import Any
 from ctguard.errors import CommandFailed, CtguardError
 from ctguard.lab import config as cfg
 from ctguard.lab import procs
-from ctguard.lab.cluster import Lab
+from ctguard.lab.cluster import Lab, Progress, _noop
 from ctguard.mgr.install import CEPH_MGR_DIR, apply_install, plan_install
 
-Progress = Callable[[str, dict[str, Any]], None]
 CHECK_PREFIX = "CTGUARD_"
 # short cycles so a lab run sees a check rise within seconds; the drop window short enough for a test to
 # watch CTGUARD_CONNTRACK_DROPS clear again
 LAB_OPTIONS = {"interval": "2", "timeout": "2", "drops_window": "30"}
 
-
-def _noop(step: str, fields: dict[str, Any]) -> None:
-    pass
 
 
 def modules_dir(lab: Lab) -> str:

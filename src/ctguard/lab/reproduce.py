@@ -42,7 +42,7 @@ from ctguard.lab import network as net
 from ctguard.lab.clients import ClientSecond
 from ctguard.lab.clients import parse as parse_client_lines
 from ctguard.lab.clients import summarise as summarise_clients
-from ctguard.lab.cluster import Lab, RestartEvent
+from ctguard.lab.cluster import Lab, Progress, RestartEvent, _noop
 from ctguard.lab.fill import fill
 from ctguard.lab.sampler import Record, Sampler
 from ctguard.output import rfc3339
@@ -51,11 +51,7 @@ from ctguard.runner import run
 SCHEMA = 1
 GUARD_EXPECT = "0 drops, 0 down"  # and client blocked time no worse than `headroom` when both were measured
 TW_KEY = "net.netfilter.nf_conntrack_tcp_timeout_time_wait"
-Progress = Callable[[str, dict[str, Any]], None]
 
-
-def _noop(step: str, fields: dict[str, Any]) -> None:
-    pass
 
 
 @dataclass(frozen=True)

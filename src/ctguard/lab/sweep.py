@@ -24,7 +24,7 @@ import re
 import socket
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,8 +32,10 @@ from typing import Any
 from ctguard.errors import BadInput, CannotRead, CtguardError
 from ctguard.kernel import ctdump
 from ctguard.lab import config as cfg
+from ctguard.lab.cluster import Progress, _noop
 from ctguard.lab.reproduce import MEASURE, Reproducer, Result, Scenario, _ceph_version
 from ctguard.lab.sampler import Record
+from ctguard.model.breakdown import PROTO_NAMES
 
 SCHEMA = 1
 DEFAULT_PREFIX = "sw"
@@ -46,14 +48,9 @@ ONE_BY_ONE = Scenario("one-by-one", f"one at a time, {GAP:g} s apart, no filler"
 SQUEEZED = Scenario("all-at-once", "all OSDs at once, free entries = burst/2", expect="drops")
 SCENARIOS = (MEASURE, ONE_BY_ONE, SQUEEZED)
 SCENARIO_NAMES = tuple(s.name for s in SCENARIOS)
-Progress = Callable[[str, dict[str, Any]], None]
 
-_PROTO = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6", 132: "sctp"}
 _ID_RE = re.compile(r"^(\d+)x(\d+)-s(\d+)-pg(\d+)-c(\d+)(?:-r(\d+(?:\.\d+)?))?(?:-(memstore|bluestore))?$")
 
-
-def _noop(step: str, fields: dict[str, Any]) -> None:
-    pass
 
 
 @dataclass(frozen=True)
@@ -171,7 +168,7 @@ def is_done(out_dir: str, shape_id: str) -> bool:
 def entry_row(e: ctdump.Entry) -> list[Any]:
     """[proto, state, orig_src, orig_dst, orig_sport, orig_dport] of one entry (state None unless TCP)."""
     fam = socket.AF_INET6 if len(e.src) == 16 else socket.AF_INET
-    return [_PROTO.get(e.proto, str(e.proto)), e.state_name, socket.inet_ntop(fam, e.src),
+    return [PROTO_NAMES.get(e.proto, str(e.proto)), e.state_name, socket.inet_ntop(fam, e.src),
             socket.inet_ntop(fam, e.dst), e.sport, e.dport]
 
 
