@@ -347,21 +347,15 @@ def nft_match(rule: Mapping[str, Any], sets: NftSets | None = None) -> Match:
                 if "tcp" not in _ct_values(right) and "6" not in _ct_values(right):
                     f["not_tcp"] = True
                 continue
-            if proto in ("ip", "ip6") and fld in ("saddr", "daddr"):
+            conv = _to_nets if proto in ("ip", "ip6") and fld in ("saddr", "daddr") else \
+                _to_ports if proto in ("tcp", "th") and fld in ("sport", "dport") else None
+            if conv is not None:
                 elems = _elem_values(right, sets, where)
-                nets = _to_nets(elems) if elems is not None else None
-                if nets is None:
+                got = conv(elems) if elems is not None else None
+                if got is None:
                     unknown.append(f"{proto} {fld} {right}")
                 else:
-                    f[fld] = nets
-                continue
-            if proto in ("tcp", "th") and fld in ("sport", "dport"):
-                elems = _elem_values(right, sets, where)
-                ports = _to_ports(elems) if elems is not None else None
-                if ports is None:
-                    unknown.append(f"{proto} {fld} {right}")
-                else:
-                    f[fld] = ports
+                    f[str(fld)] = got
                 continue
             if proto in ("udp", "sctp", "udplite", "icmp", "icmpv6", "dccp"):
                 f["not_tcp"] = True
